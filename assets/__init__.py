@@ -1,0 +1,1 @@
+"""Dagster assets: market data, backtests (one partition per agent), FMEL analytics, leaderboards."""

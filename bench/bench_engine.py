@@ -1,0 +1,513 @@
+"""Engine benchmark: The Farm's engine (sandbox included) vs backtrader vs vectorbt, one logic, one data.
+
+    .venv/bin/python bench/bench_engine.py            # full: SPX 1999-2018 daily + 100 x 100,000 synthetic
+    .venv/bin/python bench/bench_engine.py --quick    # smaller synthetic case (minutes -> seconds)
+
+Logic (identical in the three peers; the engine runs the shipped ``examples/ma_crossover.py``,
+confidence/reasoning/inputs and all): SMA(10) vs SMA(30) of the close; long when fast > slow, flat
+otherwise (NaN during warm-up = flat); the signal of bar t's close trades at bar t+1's open;
+equal weight: 1/N of the capital per symbol; no costs. Sizing details differ slightly: the engine
+targets 1/N of the *current* equity in whole shares (shrunk to the cash), backtrader uses
+``order_target_percent(1/N)`` (sized on the close, may be refused for cash on a gap up), vectorbt
+uses N independent sleeves of 1/N of the initial cash, all-in (``from_signals`` does not take
+target-percent sizes). Final equities are printed so the peers can be compared.
+
+Measurement: every peer runs in its own fresh subprocess (same interpreter, same data built from
+the same generator) and reports its peak RSS (VmHWM of /proc/self/status at the end). The
+engine's sandboxed agent is a grandchild: a thread of the worker polls its VmHWM every 20 ms;
+the table adds it to the parent's. Timings cover the backtest only (data already in memory):
+engine = ``run_backtest`` (validation, sandbox start, streaming, accounting, result frames
+including FMEL rows and metrics); backtrader = building Cerebro + feeds + ``run``; vectorbt =
+rolling means + ``Portfolio.from_signals`` + the total equity curve. vectorbt "cold" is the first
+call in a process with an empty numba cache (JIT compilation included), "cold, cached JIT" the
+first call with the project's numba cache already filled, "warm" the second call in the process.
+Backtrader is too slow for 100 x 100,000 bars (~20 min): it runs on a documented subset and its
+throughput (symbol-bars per second) is extrapolated; the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import farm_dagster  # noqa: E402,F401  (sets NUMBA_CACHE_DIR)
+
+BENCH_AGENT = ROOT / "examples" / "ma_crossover.py"  # the shipped example: FMEL reasoning/inputs included
+RESULTS = ROOT / "bench" / "RESULTS.md"
+SECTION_START = "<!-- bench_engine:start -->"
+SECTION_END = "<!-- bench_engine:end -->"
+FAST, SLOW = 10, 30
+INITIAL_CASH = 100_000.0
+SEED = 7
+TARGET_VS_BACKTRADER = 10.0  # engine throughput >= 10x backtrader
+TARGET_VS_VECTORBT = 3.0  # engine wall time <= 3x vectorbt warm on the large case
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    label: str
+    source: str  # "spx" (arch's S&P 500 index, real) | "synthetic"
+    n_symbols: int
+    n_bars: int  # 0 = all bars of the real series
+    bt_symbols: int  # backtrader subset (== n_symbols/n_bars when it runs the full case)
+    bt_bars: int
+    data_path: str = ""  # real data: an .npz of the panel written once by the parent
+
+
+def cases(quick: bool) -> list[Case]:
+    real = Case("spx_daily", "1 real symbol x 20 y daily (SPX 1999-2018)", "spx", 1, 0, 1, 0)
+    if quick:
+        return [
+            real,
+            Case("synthetic_small", "20 synthetic x 10,000 bars", "synthetic", 20, 10_000, 5, 10_000),
+        ]
+    return [
+        real,
+        Case("synthetic_large", "100 synthetic x 100,000 bars", "synthetic", 100, 100_000, 10, 20_000),
+    ]
+
+
+# --------------------------------------------------------------------------- data (in the workers)
+
+
+def save_real_panel(case: Case, directory: Path) -> Case:
+    """Load the real series once (arch pulls in statsmodels: ~190 MB) and hand the workers an .npz."""
+    import numpy as np
+
+    from farm_dagster.market_data.panel import BarPanel
+    from farm_dagster.market_data.sources import load_source
+
+    frame = load_source("arch_indices")
+    panel = BarPanel.from_long(frame[frame["symbol"] == "SPX"], ["SPX"])
+    path = directory / f"{case.name}.npz"
+    np.savez(
+        path,
+        timestamps=panel.timestamps,
+        symbols=np.array(panel.symbols),
+        **{name: panel.field(name) for name in ("open", "high", "low", "close", "volume")},
+    )
+    return Case(**{**asdict(case), "data_path": str(path)})
+
+
+def load_panel(case: Case, n_symbols: int | None = None, n_bars: int | None = None):  # noqa: ANN201
+    """The case's BarPanel; a subset (first symbols, first bars) for backtrader's documented subset."""
+    from farm_dagster.market_data.panel import BarPanel
+
+    if case.source == "spx":
+        import numpy as np
+
+        with np.load(case.data_path) as data:
+            arrays = {name: data[name] for name in data.files}
+        symbols = tuple(str(s) for s in arrays.pop("symbols"))
+        return BarPanel(symbols=symbols, **arrays)
+    from farm_dagster.market_data.synthetic import synthetic_panel
+
+    return synthetic_panel(n_symbols or case.n_symbols, n_bars or case.n_bars, seed=SEED)
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+# --------------------------------------------------------------------------- peers (in the workers)
+
+
+def run_engine(case: Case) -> dict[str, Any]:
+    from farm_dagster.engine.costs import BacktestSettings
+    from farm_dagster.engine.runner import run_backtest
+
+    panel = load_panel(case)
+    rss_loaded = _rss_mb()
+    code = BENCH_AGENT.read_text()
+    started = time.perf_counter()
+    result = run_backtest(
+        code,
+        panel,
+        BacktestSettings(initial_cash=INITIAL_CASH),
+        agent_id="bench",
+        run_id="bench-engine",
+        filename=BENCH_AGENT.name,
+    )
+    wall = time.perf_counter() - started
+    if result.status != "completed":
+        raise RuntimeError(f"engine run {result.status}: {result.error}")
+    timings = result.timings
+    loop_s = timings["total_s"] - timings.get("startup_s", 0.0)
+    return {
+        "symbol_bars": panel.n_bars * panel.n_symbols,
+        "wall_s": wall,
+        "detail": {
+            "startup_s": timings.get("startup_s", float("nan")),
+            "stream_s": loop_s,
+            "result_frames_s": wall - timings["total_s"],
+            "fmel_rows": len(result.decisions),
+        },
+        "rss_loaded_mb": rss_loaded,
+        "final_equity": float(result.equity["equity"].iloc[-1]),
+        "n_orders": len(result.fills),
+    }
+
+
+def run_backtrader(case: Case) -> dict[str, Any]:
+    import backtrader as bt
+    import pandas as pd
+
+    panel = load_panel(case, case.bt_symbols, case.bt_bars)
+    rss_loaded = _rss_mb()
+
+    class MaCross(bt.Strategy):
+        params = (("fast", FAST), ("slow", SLOW))
+
+        def __init__(self) -> None:
+            self.legs = [
+                (d, bt.ind.SMA(d.close, period=self.p.fast), bt.ind.SMA(d.close, period=self.p.slow))
+                for d in self.datas
+            ]
+            self.weight = 1.0 / len(self.datas)
+
+        def next(self) -> None:
+            for data, fast, slow in self.legs:
+                want = fast[0] > slow[0]
+                held = self.getposition(data).size != 0
+                if want and not held:
+                    self.order_target_percent(data, target=self.weight)
+                elif held and not want:
+                    self.close(data)
+
+    started = time.perf_counter()
+    cerebro = bt.Cerebro(stdstats=False)  # no observers: backtrader's fastest honest configuration
+    index = panel.index.tz_localize(None)
+    for j, symbol in enumerate(panel.symbols):
+        frame = pd.DataFrame(
+            {name: panel.field(name)[:, j] for name in ("open", "high", "low", "close", "volume")},
+            index=index,
+        )
+        cerebro.adddata(bt.feeds.PandasData(dataname=frame), name=symbol)
+    cerebro.addstrategy(MaCross)
+    cerebro.broker.setcash(INITIAL_CASH)
+    cerebro.broker.set_checksubmit(False)
+    cerebro.run()  # preload + runonce: backtrader's defaults and fastest mode
+    wall = time.perf_counter() - started
+    return {
+        "symbol_bars": panel.n_bars * panel.n_symbols,
+        "wall_s": wall,
+        "detail": {"subset": f"{panel.n_symbols} symbol(s) x {panel.n_bars} bars"},
+        "rss_loaded_mb": rss_loaded,
+        "final_equity": float(cerebro.broker.getvalue()),
+        "n_orders": None,
+    }
+
+
+def _vectorbt_once(close, open_) -> tuple[float, Any]:  # noqa: ANN001
+    import numpy as np
+    import vectorbt as vbt
+
+    started = time.perf_counter()
+    fast = close.rolling(FAST).mean()
+    slow = close.rolling(SLOW).mean()
+    want = fast > slow
+    entries = want.shift(1, fill_value=False)  # decided on t's close, traded at t+1's open
+    exits = (~want).shift(1, fill_value=False)
+    pf = vbt.Portfolio.from_signals(
+        close, entries, exits, price=open_, size=np.inf, init_cash=INITIAL_CASH / close.shape[1], freq="1D"
+    )
+    equity = pf.value().sum(axis=1)
+    return time.perf_counter() - started, (pf, equity)
+
+
+def run_vectorbt(case: Case) -> dict[str, Any]:
+    panel = load_panel(case)
+    close, open_ = panel.frame("close"), panel.frame("open")
+    import_started = time.perf_counter()
+    import vectorbt  # noqa: F401
+
+    import_s = time.perf_counter() - import_started
+    rss_loaded = _rss_mb()
+    cold, _ = _vectorbt_once(close, open_)
+    warm, (pf, equity) = _vectorbt_once(close, open_)
+    return {
+        "symbol_bars": panel.n_bars * panel.n_symbols,
+        "wall_s": warm,
+        "detail": {
+            "cold_s": cold,
+            "warm_s": warm,
+            "import_s": import_s,
+            "numba_cache": os.environ.get("NUMBA_CACHE_DIR", ""),
+        },
+        "rss_loaded_mb": rss_loaded,
+        "final_equity": float(equity.iloc[-1]),
+        "n_orders": int(pf.orders.count().sum()),
+    }
+
+
+PEERS = {"engine": run_engine, "backtrader": run_backtrader, "vectorbt": run_vectorbt}
+
+
+def _hwm_mb(pid: int | str = "self") -> float:
+    """Peak RSS (VmHWM) of one process image in MB; 0 when it is gone.
+
+    Why not ``ru_maxrss``: Linux carries a forked child's high-water mark across ``exec``, so a
+    child of a big process reports at least its parent's size; VmHWM belongs to the new image.
+    """
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class DescendantPeaks:
+    """Polls the peak RSS of this process's descendants (the engine's sandboxed agent) every 20 ms.
+
+    The last reading per process is kept, not the largest: between fork and exec a child still
+    maps its parent's pages, and VmHWM (monotonic within one image) restarts at exec.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(0.02):
+            for child in me.children(recursive=True):
+                peak = _hwm_mb(child.pid)
+                if peak:
+                    self.peaks[child.pid] = peak
+
+    def __enter__(self) -> DescendantPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def worker(peer: str, case: Case, out: Path) -> None:
+    with DescendantPeaks() as children:
+        result = PEERS[peer](case)
+    result["self_peak_mb"] = _hwm_mb()
+    result["children_peak_mb"] = max(children.peaks.values(), default=0.0)
+    out.write_text(json.dumps(result))
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def spawn(peer: str, case: Case, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one peer in a fresh process (its peak RSS is measured inside it, see ``_hwm_mb``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        env = {**os.environ, **(env_extra or {})}
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            peer,
+            "--case",
+            json.dumps(asdict(case)),
+            "--out",
+            str(out),
+        ]
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, cwd=ROOT, check=False)
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"{peer} worker failed on {case.name} (exit {proc.returncode})")
+        result = json.loads(out.read_text())
+    result["process_s"] = elapsed
+    return result
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import backtrader
+    import numpy
+    import pandas
+    import vectorbt
+
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "versions": f"numpy {numpy.__version__}, pandas {pandas.__version__}, vectorbt {vectorbt.__version__}, "
+        f"backtrader {backtrader.__version__}",
+    }
+
+
+def measure(case: Case) -> list[dict[str, Any]]:
+    rows = []
+    engine = spawn("engine", case)
+    engine["peer"] = "engine (sandbox)"
+    engine["peak_mb"] = engine["self_peak_mb"] + engine["children_peak_mb"]
+    rows.append(engine)
+    bt_res = spawn("backtrader", case)
+    bt_res["peer"] = "backtrader" + (" (subset, extrapolated)" if _bt_is_subset(case) else "")
+    bt_res["peak_mb"] = bt_res["self_peak_mb"]
+    rows.append(bt_res)
+    with tempfile.TemporaryDirectory() as empty_cache:
+        vbt_cold = spawn("vectorbt", case, {"NUMBA_CACHE_DIR": empty_cache})
+    vbt_cached = spawn("vectorbt", case)  # project cache (filled by earlier runs)
+    warm = dict(vbt_cached)
+    warm["peer"] = "vectorbt warm"
+    warm["peak_mb"] = warm["self_peak_mb"]
+    rows.append(warm)
+    for label, res, key in (
+        ("vectorbt cold (JIT compile)", vbt_cold, "cold_s"),
+        ("vectorbt cold (cached JIT)", vbt_cached, "cold_s"),
+    ):
+        row = dict(res)
+        row["peer"], row["wall_s"], row["peak_mb"] = label, res["detail"][key], res["self_peak_mb"]
+        rows.append(row)
+    for row in rows:
+        row["case"] = case.name
+        row["throughput"] = row["symbol_bars"] / row["wall_s"]
+    return rows
+
+
+def _bt_is_subset(case: Case) -> bool:
+    return case.source == "synthetic" and (case.bt_symbols, case.bt_bars) != (case.n_symbols, case.n_bars)
+
+
+def ratios(rows: list[dict[str, Any]], case: Case) -> dict[str, float]:
+    by = {
+        r["peer"].split(" (")[0] if r["peer"].startswith(("engine", "backtrader")) else r["peer"]: r
+        for r in rows
+    }
+    engine, bt_row, warm = by["engine"], by["backtrader"], by["vectorbt warm"]
+    full_bars = engine["symbol_bars"]
+    return {
+        "engine_vs_backtrader_throughput": engine["throughput"] / bt_row["throughput"],
+        "engine_vs_vectorbt_warm_time": engine["wall_s"] / (warm["wall_s"] * full_bars / warm["symbol_bars"]),
+    }
+
+
+def render(case: Case, rows: list[dict[str, Any]], rat: dict[str, float]) -> str:
+    lines = [
+        f"### {case.label}",
+        "",
+        "| peer | symbol-bars | wall (s) | symbol-bars/s | peak RSS (MB) | final equity | notes |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        notes = []
+        d = r.get("detail", {})
+        if r["peer"].startswith("engine"):
+            notes.append(
+                f"sandbox start {d['startup_s']:.2f}s, stream {d['stream_s']:.2f}s, "
+                f"result frames {d['result_frames_s']:.2f}s; RSS = parent {r['self_peak_mb']:.0f}"
+                f" + sandbox {r['children_peak_mb']:.0f}"
+            )
+        if r["peer"].startswith("backtrader"):
+            notes.append(d["subset"])
+        if r["peer"] == "vectorbt warm":
+            notes.append(f"2nd call in process; import {d['import_s']:.1f}s not counted")
+        notes.append(f"data in memory {r['rss_loaded_mb']:.0f} MB")
+        lines.append(
+            f"| {r['peer']} | {r['symbol_bars']:,} | {r['wall_s']:.3f} | {r['throughput']:,.0f} | "
+            f"{r['peak_mb']:.0f} | {r['final_equity']:,.0f} | {'; '.join(notes)} |"
+        )
+    lines += [
+        "",
+        f"- engine throughput / backtrader throughput: **{rat['engine_vs_backtrader_throughput']:.1f}x** "
+        f"(target >= {TARGET_VS_BACKTRADER:g}x: "
+        f"{'met' if rat['engine_vs_backtrader_throughput'] >= TARGET_VS_BACKTRADER else 'NOT met'})",
+        f"- engine wall time / vectorbt warm time: **{rat['engine_vs_vectorbt_warm_time']:.1f}x** "
+        f"(target <= {TARGET_VS_VECTORBT:g}x on the large case: "
+        f"{'met' if rat['engine_vs_vectorbt_warm_time'] <= TARGET_VS_VECTORBT else 'NOT met'})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_results(text: str) -> None:
+    section = f"{SECTION_START}\n{text}\n{SECTION_END}"
+    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END), re.S)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _: section, current)
+    else:
+        updated = current.rstrip("\n") + "\n\n" + section + "\n"
+    RESULTS.write_text(updated)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small synthetic case (seconds, not minutes)")
+    parser.add_argument("--no-write", action="store_true", help=f"print only, leave {RESULTS.name} alone")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker, Case(**json.loads(args.case)), Path(args.out))
+        return 0
+
+    info = machine()
+    header = [
+        "## Engine: The Farm vs backtrader vs vectorbt (bench/bench_engine.py)",
+        "",
+        f"Machine: {info['cpu']}, nproc={info['nproc']}, Python {info['python']}; {info['versions']}. "
+        f"Run: {info['date']}{' (--quick)' if args.quick else ''}; load average at start "
+        f"{os.getloadavg()[0]:.2f} (other jobs on the machine make every number noisier).",
+        "",
+        "Same logic everywhere: SMA(10)/SMA(30) crossover, long/flat, signal at t's close traded at t+1's open, "
+        "1/N of capital per symbol, no costs. Each peer runs in its own process; peak RSS = VmHWM "
+        "(engine: parent + sandboxed agent). symbol-bars/s = symbols x bars / wall time of the backtest "
+        "(data already in memory). See the script's docstring for the sizing differences between peers.",
+        "",
+    ]
+    body = []
+    with tempfile.TemporaryDirectory() as data_dir:
+        for case in cases(args.quick):
+            print(f"== {case.label}", flush=True)
+            if case.source == "spx":
+                case = save_real_panel(case, Path(data_dir))  # noqa: PLW2901
+            rows = measure(case)
+            rat = ratios(rows, case)
+            block = render(case, rows, rat)
+            print(block, flush=True)
+            body.append(block)
+    text = "\n".join(header + body)
+    if not args.no_write:
+        write_results(text)
+        print(f"wrote the engine section of {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Child side of a native backtest: runs inside the sandbox, one agent call per streamed bar.
+
+Everything the agent can reach lives here, in the child: its history buffer (only the bars
+streamed so far), a *mirror* broker (so ``ctx.cash``/``ctx.positions`` answer), and the channel.
+None of it is trusted by the parent, which recomputes the accounting from the decisions.
+"""
+
+from __future__ import annotations
+
+import gc
+import linecache
+import traceback
+from typing import Any
+
+from farm_dagster.engine import protocol
+from farm_dagster.engine.broker import Broker
+from farm_dagster.engine.costs import BacktestSettings
+from farm_dagster.sdk.agent import Agent
+from farm_dagster.sdk.context import Context, History
+from farm_dagster.sdk.decision import Decision
+
+
+class AgentLoadError(Exception):
+    """The agent file compiled but does not define a usable agent."""
+
+
+def error_payload(exc: BaseException, filename: str) -> dict[str, Any]:
+    """ERROR body: the exception and only the traceback frames that point into the agent's file."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    user_tb = [
+        f'File "{f.filename}", line {f.lineno}, in {f.name}' + (f"\n    {f.line}" if f.line else "")
+        for f in frames
+    ]
+    line = frames[-1].lineno if frames else None
+    if isinstance(exc, SyntaxError) and exc.filename == filename:
+        line = exc.lineno
+        user_tb.append(
+            f'File "{filename}", line {exc.lineno}' + (f"\n    {exc.text.strip()}" if exc.text else "")
+        )
+    message = str(exc) if not isinstance(exc, SyntaxError) else (exc.msg or "invalid syntax")
+    return {"error_type": type(exc).__name__, "message": message[:2000], "line": line, "traceback": user_tb}
+
+
+def load_agent(code: str, filename: str, params: dict[str, Any]) -> Agent:
+    """Compile the agent's file under its own name (tracebacks show the user's lines) and build it."""
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    namespace: dict[str, Any] = {"__name__": "agent", "__file__": filename}
+    exec(compile(code, filename, "exec"), namespace)  # noqa: S102 - this is the sandboxed child
+    classes = [
+        v for v in namespace.values() if isinstance(v, type) and issubclass(v, Agent) and v is not Agent
+    ]
+    leaves = [c for c in classes if not any(other is not c and issubclass(other, c) for other in classes)]
+    if len(leaves) != 1:
+        names = ", ".join(sorted(c.__name__ for c in leaves)) or "none"
+        raise AgentLoadError(
+            f"the file must define exactly one subclass of farm_dagster.sdk.Agent (found: {names})"
+        )
+    return leaves[0](params)
+
+
+def _wire(result: Any) -> list[dict[str, Any]]:
+    if result is None:
+        return []
+    if isinstance(result, Decision | dict):
+        result = [result]
+    out = []
+    for item in result:
+        if isinstance(item, Decision):
+            out.append(item.to_wire())
+        elif isinstance(item, dict):
+            out.append(item)
+        else:
+            raise TypeError(
+                f"on_bar must return Decision objects (or a list of them), got {type(item).__name__}"
+            )
+    return out
+
+
+def main(channel: Any) -> None:
+    """Serve one run: INIT -> READY, then BAR -> DECISIONS until END -> DONE (or ERROR)."""
+    payload = channel.recv()
+    if payload[0] != protocol.INIT:
+        raise protocol.ProtocolError(f"expected INIT, got {protocol.NAMES.get(payload[0], payload[0])}")
+    config = protocol.decode_json(payload)
+    filename = config.get("filename", "agent.py")
+    symbols = tuple(config["symbols"])
+    settings = BacktestSettings.from_json(config["settings"])
+    try:
+        agent = load_agent(config["code"], filename, settings.params)
+        broker = Broker(symbols, settings, record=False)
+        # Preallocate for the whole run when it is small; past ~32 MB let the buffer double instead.
+        hint = int(config.get("n_bars_hint") or 1024)
+        history = History(
+            len(symbols), capacity=min(hint, max(1024, (32 << 20) // (40 * max(1, len(symbols)))))
+        )
+        ctx = Context(symbols, history, broker)
+        agent.setup(ctx)
+        ctx._take_reads()
+    except BaseException as exc:  # noqa: BLE001 - any failure of user code is reported, not raised
+        channel.send(protocol.encode_json(protocol.ERROR, error_payload(exc, filename)))
+        return
+    channel.send(
+        protocol.encode_json(protocol.READY, {"agent_class": type(agent).__name__, "params": agent.params})
+    )
+    # Everything alive now (libraries, the agent, its setup state) is long-lived: keep the cyclic
+    # collector from rescanning it on every collection while bars stream.
+    gc.freeze()
+    _serve(channel, agent, ctx, history, broker, symbols, filename)
+
+
+def _serve(
+    channel: Any,
+    agent: Agent,
+    ctx: Context,
+    history: History,
+    broker: Broker,
+    symbols: tuple[str, ...],
+    filename: str,
+) -> None:
+    index = {s: i for i, s in enumerate(symbols)}
+    n_symbols = len(symbols)
+    recv, send = channel.recv, channel.send
+    on_bar, take_reads = agent.on_bar, ctx._take_reads
+    check, submit = protocol.check_decision, broker.submit
+    encode, decode_bar = protocol.encode_decisions, protocol.decode_bar
+    bar_type, end_type = protocol.BAR, protocol.END
+    last_reads: dict[str, Any] = {}  # the parent starts from "read nothing" too
+    bar = 0
+    while True:
+        payload = recv()
+        kind = payload[0]
+        if kind == end_type:
+            send(protocol.encode_json(protocol.DONE, {"bars": bar}))
+            return
+        if kind != bar_type:
+            raise protocol.ProtocolError(f"unexpected {protocol.NAMES.get(kind, kind)} message")
+        ts_ns, block = decode_bar(payload, n_symbols)
+        history.append(ts_ns, block)
+        broker.on_bar(bar, ts_ns, block)
+        try:
+            wire = _wire(on_bar(ctx))
+            body: dict[str, Any] = {}
+            if wire:
+                body["decisions"] = wire
+                for raw in wire:
+                    submit(check(raw, index), None, bar, ts_ns)
+            reads = take_reads()
+            if reads != last_reads:
+                body["data_read"] = reads
+                last_reads = reads
+            message = encode(broker.equity, body)
+        except BaseException as exc:  # noqa: BLE001 - report the agent's failure with its own line
+            send(protocol.encode_json(protocol.ERROR, error_payload(exc, filename)))
+            return
+        send(message)
+        bar += 1

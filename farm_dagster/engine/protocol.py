@@ -1,0 +1,287 @@
+"""Wire protocol between the trusted parent and the sandboxed agent process.
+
+Frame: 4-byte little-endian unsigned payload length, then the payload; ``payload[0]`` is the
+message type. Parent -> child: INIT (JSON run config), BAR (int64 ts_ns + float64 (5, N) block
+open/high/low/close/volume), END. Child -> parent: READY (JSON), DECISIONS (float64 mirror
+equity + JSON, empty when the agent did nothing and read the same data as on the previous bar),
+ERROR (JSON), DONE (JSON).
+
+DECISIONS JSON: ``{"decisions": [{symbol, action, quantity | target_shares | target_percent,
+order_type, limit_price, confidence, reasoning, inputs}, ...], "data_read": {key: {"fields":
+[...], "lookback": n | null}}}``; ``data_read`` is omitted when unchanged since the previous bar;
+key ``"*"`` means every symbol of the universe, lookback null means the whole history so far.
+
+The parent never unpickles: it parses JSON and checks every field (:func:`check_decision`); a bad
+decision is rejected with a reason, it never reaches the accounting. The child runs the same
+check on its mirror so that both brokers see the same orders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any
+
+import numpy as np
+
+INIT, BAR, END = 0x01, 0x02, 0x03
+READY, DECISIONS, ERROR, DONE = 0x11, 0x12, 0x13, 0x14
+NAMES = {
+    INIT: "INIT",
+    BAR: "BAR",
+    END: "END",
+    READY: "READY",
+    DECISIONS: "DECISIONS",
+    ERROR: "ERROR",
+    DONE: "DONE",
+}
+
+HEADER = struct.Struct("<I")
+MAX_FRAME = 64 * 1024 * 1024  # a frame larger than this is a protocol violation, not a message
+_TS = struct.Struct("<q")
+_EQUITY = struct.Struct("<d")
+
+ACTIONS = ("BUY", "SELL", "HOLD", "TARGET")
+ORDER_TYPES = ("market", "limit")
+MAX_REASONING = 4000
+MAX_INPUTS = 64
+MAX_TARGET_PERCENT = 10.0
+
+
+class ProtocolError(RuntimeError):
+    """A peer sent something that is not a valid message of this protocol."""
+
+
+def frame(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload)) + payload
+
+
+def _unencodable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# json's C encoder, built once (json.dumps rebuilds it per call, which dominates for small bodies).
+_C_ENCODER = c_make_encoder(None, _unencodable, encode_basestring_ascii, None, ":", ",", False, False, True)
+
+
+_C_SORTED = c_make_encoder(None, _unencodable, encode_basestring_ascii, None, ":", ",", True, False, True)
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON text (NaN allowed: the receiving side's field checks reject it)."""
+    return "".join(_C_ENCODER(obj, 0))
+
+
+def dumps_sorted(obj: Any) -> str:
+    """Compact JSON text with sorted keys (stable text for logged mappings)."""
+    return "".join(_C_SORTED(obj, 0))
+
+
+def encode_json(kind: int, obj: Any) -> bytes:
+    return bytes((kind,)) + dumps(obj).encode()
+
+
+def _nan_constant(_: str) -> float:
+    return math.nan  # NaN/Infinity parse to NaN, which the field checks then reject
+
+
+def decode_json(payload: bytes | memoryview, offset: int = 1) -> Any:
+    body = bytes(payload[offset:])
+    if not body:
+        return {}
+    try:
+        return json.loads(body, parse_constant=_nan_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"invalid JSON in {NAMES.get(payload[0], payload[0])} message: {exc}") from None
+
+
+def encode_bar(ts_ns: int, block: np.ndarray) -> bytes:
+    """BAR message: ``block`` is (5, N) float64 open/high/low/close/volume."""
+    return bytes((BAR,)) + _TS.pack(ts_ns) + np.ascontiguousarray(block, dtype=np.float64).tobytes()
+
+
+def decode_bar(payload: bytes | memoryview, n_symbols: int) -> tuple[int, np.ndarray]:
+    if len(payload) != 9 + 40 * n_symbols:
+        raise ProtocolError(f"BAR of {len(payload)} bytes for {n_symbols} symbols")
+    (ts_ns,) = _TS.unpack_from(payload, 1)
+    return ts_ns, np.frombuffer(payload, dtype=np.float64, offset=9).reshape(5, n_symbols)
+
+
+def encode_decisions(mirror_equity: float, body: dict[str, Any] | None) -> bytes:
+    head = bytes((DECISIONS,)) + _EQUITY.pack(mirror_equity)
+    if not body:
+        return head
+    return head + dumps(body).encode()
+
+
+def decode_decisions(payload: bytes | memoryview) -> tuple[float, dict[str, Any]]:
+    if len(payload) < 9:
+        raise ProtocolError("DECISIONS message too short")
+    (equity,) = _EQUITY.unpack_from(payload, 1)
+    body = decode_json(payload, 9) if len(payload) > 9 else {}
+    if not isinstance(body, dict):
+        raise ProtocolError("DECISIONS body must be a JSON object")
+    return equity, body
+
+
+@dataclass(slots=True)
+class CheckedDecision:
+    """A decision after field checks. ``reject_reason`` set means it never becomes an order."""
+
+    symbol: str | None
+    action: str
+    quantity: float | None = None
+    target_shares: float | None = None
+    target_percent: float | None = None
+    order_type: str = "market"
+    limit_price: float | None = None
+    confidence: float | None = None
+    reasoning: str = ""
+    inputs: dict[str, Any] | None = None
+    reject_reason: str | None = None
+
+    @property
+    def is_order(self) -> bool:
+        return self.reject_reason is None and self.action != "HOLD"
+
+
+def _number(value: Any) -> float | None:
+    kind = type(value)
+    if kind is float:
+        return value if value - value == 0.0 else None  # NaN/inf -> None
+    if kind is bool or not isinstance(value, int | float):  # bool, str, list ... are not numbers here
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _clean_inputs(raw: Any) -> tuple[dict[str, Any] | None, str | None]:
+    if raw is None:
+        return None, None
+    if not isinstance(raw, dict):
+        return None, "inputs must be a mapping of name -> value"
+    if len(raw) > MAX_INPUTS:
+        return None, f"too many inputs ({len(raw)} > {MAX_INPUTS})"
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        kind = type(value)
+        if type(key) is not str:
+            return None, "input names must be strings"
+        if kind is float:
+            out[key] = value if value - value == 0.0 else None  # NaN/inf -> null
+        elif kind is int or kind is bool or value is None:
+            out[key] = value
+        elif kind is str:
+            out[key] = value[:200]
+        elif isinstance(value, float):  # float subclasses (numpy.float64) serialize as floats
+            out[key] = float(value) if math.isfinite(value) else None
+        else:
+            return None, f"input {key!r} must be a number, string, bool or null"
+    return out, None
+
+
+def _rejected(
+    sym: str | None, act: str, reasoning: Any, inputs: dict[str, Any] | None, reason: str
+) -> CheckedDecision:
+    text = reasoning[:MAX_REASONING] if isinstance(reasoning, str) else ""
+    return CheckedDecision(symbol=sym, action=act, reasoning=text, inputs=inputs, reject_reason=reason)
+
+
+def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
+    """Validate one wire decision; never raises on bad content, returns a rejected decision instead."""
+    if not isinstance(raw, dict):
+        return CheckedDecision(symbol=None, action="INVALID", reject_reason="decision must be a JSON object")
+    get = raw.get
+    symbol, action, reasoning = get("symbol"), get("action"), get("reasoning", "")
+    sym = symbol if isinstance(symbol, str) else None
+    act = action.upper() if isinstance(action, str) else "INVALID"
+    inputs, inputs_error = _clean_inputs(get("inputs"))
+    if sym is None or sym not in symbols:
+        return _rejected(sym, act, reasoning, inputs, f"unknown symbol {symbol!r}")
+    if act not in ACTIONS:
+        return _rejected(
+            sym, act, reasoning, inputs, f"unknown action {action!r}; use one of {', '.join(ACTIONS)}"
+        )
+    if not isinstance(reasoning, str):
+        return _rejected(sym, act, reasoning, inputs, "reasoning must be text")
+    if inputs_error:
+        return _rejected(sym, act, reasoning, inputs, inputs_error)
+    confidence = get("confidence")
+    if confidence is not None:
+        confidence = _number(confidence)
+        if confidence is None or not 0.0 <= confidence <= 1.0:
+            return _rejected(
+                sym,
+                act,
+                reasoning,
+                inputs,
+                f"confidence must be a number in [0, 1], got {get('confidence')!r}",
+            )
+    order_type = get("order_type", "market")
+    limit_price = None
+    if order_type != "market":
+        if order_type != "limit":
+            return _rejected(
+                sym, act, reasoning, inputs, f"order_type must be 'market' or 'limit', got {order_type!r}"
+            )
+        limit_price = _number(get("limit_price"))
+        if limit_price is None or limit_price <= 0:
+            return _rejected(
+                sym,
+                act,
+                reasoning,
+                inputs,
+                f"limit order needs a positive limit_price, got {get('limit_price')!r}",
+            )
+    quantity = target_shares = target_percent = None
+    if act == "BUY" or act == "SELL":
+        quantity = _number(get("quantity"))
+        if quantity is None or quantity <= 0:
+            return _rejected(
+                sym,
+                act,
+                reasoning,
+                inputs,
+                f"{act} needs a positive finite quantity, got {get('quantity')!r}",
+            )
+    elif act == "TARGET":
+        raw_shares, raw_pct = get("target_shares"), get("target_percent")
+        if (raw_shares is None) == (raw_pct is None):
+            return _rejected(
+                sym, act, reasoning, inputs, "TARGET needs exactly one of target_shares or target_percent"
+            )
+        if raw_shares is not None:
+            target_shares = _number(raw_shares)
+            if target_shares is None:
+                return _rejected(
+                    sym, act, reasoning, inputs, f"target_shares must be a finite number, got {raw_shares!r}"
+                )
+        else:
+            target_percent = _number(raw_pct)
+            if target_percent is None or abs(target_percent) > MAX_TARGET_PERCENT:
+                return _rejected(
+                    sym,
+                    act,
+                    reasoning,
+                    inputs,
+                    f"target_percent must be a finite fraction of equity within "
+                    f"±{MAX_TARGET_PERCENT:g}, got {raw_pct!r}",
+                )
+    else:  # HOLD carries no order
+        order_type, limit_price = "market", None
+    return CheckedDecision(
+        sym,
+        act,
+        quantity,
+        target_shares,
+        target_percent,
+        order_type,
+        limit_price,
+        confidence,
+        reasoning[:MAX_REASONING],
+        inputs,
+    )

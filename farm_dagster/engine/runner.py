@@ -1,0 +1,519 @@
+"""Parent side of a backtest: stream bars to the sandboxed agent, account for its decisions.
+
+Look-ahead is impossible by construction: bar t+1 is sent only after the decisions for bar t
+came back, and the child holds nothing but what it was sent. The accounting that is reported
+(equity, fills, trades, metrics) is the parent's own Broker fed with the parent's bars; the
+child's mirror equity is only compared (a mismatch sets ``tamper_suspected``). The parent books
+the answer for bar t and marks bar t+1 while the child is already thinking about bar t+1, so the
+two processes overlap.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from farm_dagster.engine import protocol
+from farm_dagster.engine.broker import Broker, Trade, iso
+from farm_dagster.engine.costs import BacktestSettings
+from farm_dagster.engine.identity import code_hash as _code_hash
+from farm_dagster.engine.identity import result_id as _result_id
+from farm_dagster.engine.identity import settings_hash as _settings_hash
+from farm_dagster.engine.result import AgentError, BacktestResult
+from farm_dagster.fmel.rows import DecisionLog, LoggedDecision, decision_prefix, empty_frame, positions_json
+from farm_dagster.market_data.panel import BarPanel
+from farm_dagster.sandbox.limits import SandboxLimits
+from farm_dagster.sandbox.process import SandboxCrashed, SandboxProcess, SandboxTimeout
+
+HOST_ENTRIES = {
+    "native": "farm_dagster.engine.host:main",
+    "backtrader": "farm_dagster.engine.backtrader_host:main",
+}
+STARTUP_TIMEOUT = 60.0
+MAX_DECISIONS_PER_BAR = 10_000
+MAX_DATA_READ_BYTES = 64 * 1024
+_CHUNK = 1024  # bars stacked at once into (chunk, 5, N) blocks ready to send
+
+Progress = Callable[[int, int], None]
+
+
+class _Failure(Exception):
+    def __init__(self, status: str, error: AgentError) -> None:
+        super().__init__(error.message)
+        self.status, self.error = status, error
+
+
+def validate(code: str, filename: str) -> tuple[str, AgentError | None]:
+    """(kind, error) from the static validator; error is None when the code may run."""
+    from farm_dagster.validation import validate_agent_code
+
+    report = validate_agent_code(code, filename)
+    if report.ok:
+        return report.kind or "native", None
+    first = report.issues[0] if report.issues else None
+    return report.kind or "native", AgentError(
+        error_type="ValidationError",
+        message="; ".join(f"{i.rule}: {i.message}" for i in report.issues) or "invalid agent",
+        line=first.line if first else None,
+        user_traceback=report.messages(),
+    )
+
+
+def _agent_error(body: Any) -> AgentError:
+    """ERROR body from the child, checked field by field (it is untrusted text)."""
+    body = body if isinstance(body, dict) else {}
+    line = body.get("line")
+    tb = body.get("traceback")
+    return AgentError(
+        error_type=str(body.get("error_type", "AgentError"))[:100],
+        message=str(body.get("message", ""))[:2000],
+        line=line if isinstance(line, int) and not isinstance(line, bool) else None,
+        user_traceback=[str(x)[:500] for x in tb[:50]] if isinstance(tb, list) else [],
+    )
+
+
+def _failure_for_error(error: AgentError) -> _Failure:
+    if error.error_type == "MemoryError":
+        return _Failure(
+            "killed", AgentError("MemoryError", "memory limit exceeded", error.line, error.user_traceback)
+        )
+    return _Failure("failed", error)
+
+
+class _Run:
+    """Trusted state of one run: broker, per-bar accounting arrays, FMEL log."""
+
+    def __init__(self, panel: BarPanel, settings: BacktestSettings, log: DecisionLog) -> None:
+        self.panel = panel
+        self.symbols = panel.symbols
+        self.index = {s: i for i, s in enumerate(panel.symbols)}
+        self.broker = Broker(panel.symbols, settings)
+        self.log = log
+        n_t, n_s = panel.n_bars, panel.n_symbols
+        self.cash = np.empty(n_t)
+        self.positions_value = np.empty(n_t)
+        self.equity = np.empty(n_t)
+        self.positions = np.empty((n_t, n_s))
+        self.processed = 0  # bars the trusted broker has accounted for
+        self.tamper_bars: list[int] = []
+        self._data_read = "{}"
+        self._pos_fills = -1
+        self._pos_json = "{}"
+
+    def on_bar(self, t: int, block: np.ndarray) -> None:
+        broker = self.broker
+        broker.on_bar(t, int(self.panel.timestamps[t]), block)
+        self.cash[t] = broker.cash
+        self.positions_value[t] = broker.positions_value
+        self.equity[t] = broker.equity
+        self.positions[t] = broker.positions
+        self.processed = t + 1
+
+    def apply(self, t: int, payload: bytes) -> None:
+        """Check the child's DECISIONS for bar t and submit the accepted orders to the trusted broker."""
+        mirror_equity, body = protocol.decode_decisions(payload)
+        broker = self.broker
+        if not math.isclose(mirror_equity, broker.equity, rel_tol=1e-9, abs_tol=1e-6):
+            self.tamper_bars.append(t)
+        if "data_read" in body:
+            self._data_read = _data_read_json(body["data_read"])
+        if len(broker.fills) != self._pos_fills:
+            self._pos_fills = len(broker.fills)
+            self._pos_json = positions_json(self.symbols, broker.positions)
+        raw_decisions = body.get("decisions") or []
+        if not isinstance(raw_decisions, list) or len(raw_decisions) > MAX_DECISIONS_PER_BAR:
+            raise protocol.ProtocolError(
+                f"DECISIONS must carry a list of at most {MAX_DECISIONS_PER_BAR} decisions"
+            )
+        ts_ns = int(self.panel.timestamps[t])
+        logged = [self._checked(t, ts_ns, raw_decisions)] if raw_decisions else []
+        self.log.add_bar(
+            t,
+            ts_ns,
+            cash=broker.cash,
+            equity=broker.equity,
+            positions=self._pos_json,
+            data_read=self._data_read,
+            decisions=logged[0] if logged else (),
+        )
+
+    def _checked(self, t: int, ts_ns: int, raw_decisions: list[Any]) -> list[LoggedDecision]:
+        """Check each decision, queue the accepted orders, and say what each implied at decision time.
+
+        A TARGET is logged as the trade it implies now (BUY/SELL/HOLD and the share difference),
+        priced at the close the agent saw; the order itself is sized again at its fill.
+        """
+        broker, index = self.broker, self.index
+        check, submit = protocol.check_decision, broker.submit
+        closes = self.panel.close[t].tolist()
+        held = broker.positions.tolist()
+        equity = broker.equity
+        prefix = decision_prefix(self.log.run_id, t)
+        logged = []
+        for seq, raw in enumerate(raw_decisions):
+            d = check(raw, index)
+            did = f"{prefix}{seq:03d}"
+            i = index.get(d.symbol) if d.symbol is not None else None
+            price = closes[i] if i is not None else None
+            if price is not None and price != price:
+                price = None
+            action, quantity = d.action, d.quantity
+            if d.reject_reason is not None:
+                broker.bucket(did).append({"type": "rejected", "time": iso(ts_ns), "reason": d.reject_reason})
+            elif action != "HOLD":
+                if action == "TARGET":
+                    if d.target_shares is not None:
+                        target = d.target_shares
+                    elif price:
+                        target = math.trunc(d.target_percent * equity / price)
+                    else:
+                        target = held[i]
+                    delta = target - held[i]
+                    action = "BUY" if delta > 0 else "SELL" if delta < 0 else "HOLD"
+                    quantity = abs(delta)
+                submit(d, did, t, ts_ns)
+            logged.append(LoggedDecision(did, d, action, quantity, price))
+        return logged
+
+
+def _data_read_json(value: Any) -> str:
+    if not isinstance(value, dict):
+        return json.dumps({"invalid": "data_read was not an object"})
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False, default=str)
+    return text if len(text) <= MAX_DATA_READ_BYTES else json.dumps({"truncated": True})
+
+
+def _init_message(
+    code: str, filename: str, kind: str, panel: BarPanel, settings: BacktestSettings, mode: str
+) -> bytes:
+    config = {
+        "code": code,
+        "filename": filename,
+        "kind": kind,
+        "symbols": list(panel.symbols),
+        "params": settings.params,
+        "initial_cash": settings.initial_cash,
+        "costs": settings.to_json()["costs"],
+        "allow_short": settings.allow_short,
+        "borrow_rate_annual": settings.borrow_rate_annual,
+        "settings": settings.to_json(),
+        "mode": mode,
+        "n_bars_hint": panel.n_bars,
+    }
+    return protocol.encode_json(protocol.INIT, config)
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a run.
+
+    Why: a long run keeps hundreds of thousands of small acyclic objects alive (orders, events,
+    log rows); every full collection would rescan them all, which costs more than the engine
+    itself. Nothing the parent builds here is cyclic, and the collector is switched back on after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _bar_messages(panel: BarPanel) -> Iterator[tuple[int, np.ndarray, bytes]]:
+    """(t, (5, N) block, BAR message) for every bar; blocks are stacked a chunk at a time."""
+    fields = (panel.open, panel.high, panel.low, panel.close, panel.volume)
+    ts = panel.timestamps
+    encode_bar = protocol.encode_bar
+    for lo in range(0, panel.n_bars, _CHUNK):
+        hi = min(panel.n_bars, lo + _CHUNK)
+        chunk = np.stack([f[lo:hi] for f in fields], axis=1)  # (bars, 5, N), each bar contiguous
+        for k in range(hi - lo):
+            yield lo + k, chunk[k], encode_bar(int(ts[lo + k]), chunk[k])
+
+
+def _stream(proc: SandboxProcess, run: _Run, panel: BarPanel, progress: Progress | None) -> None:
+    """Lockstep: bar t+1 leaves only after the decisions for bar t arrived.
+
+    The parent's work is interleaved with the child's thinking: bar t+1 is sent as soon as the
+    answer for bar t is in, then the parent checks and books that answer and marks bar t+1 while
+    the agent is busy with it.
+    """
+    n = panel.n_bars
+    if n == 0:
+        return
+    step = max(1, n // 200)
+    send, recv, on_bar, apply = proc.send, proc.recv, run.on_bar, run.apply
+    decisions_type = protocol.DECISIONS
+    bars = _bar_messages(panel)
+    t, block, message = next(bars)
+    send(message)
+    while True:
+        on_bar(t, block)  # fills of the orders decided on t-1, mark to t's close
+        reply = recv()
+        if reply[0] != decisions_type:
+            if reply[0] == protocol.ERROR:
+                raise _failure_for_error(_agent_error(protocol.decode_json(reply)))
+            raise protocol.ProtocolError(f"expected DECISIONS, got {protocol.NAMES.get(reply[0], reply[0])}")
+        following = next(bars, None)
+        if following is not None:
+            send(following[2])  # the answer for t is in: the agent may now see t+1
+        apply(t, reply)
+        if progress is not None and (t % step == 0 or t == n - 1):
+            progress(t + 1, n)
+        if following is None:
+            return
+        t, block, _ = following
+
+
+def run_backtest(
+    code: str,
+    panel: BarPanel,
+    settings: BacktestSettings,
+    *,
+    agent_id: str,
+    run_id: str,
+    user_id: str = "local",
+    filename: str = "agent.py",
+    limits: SandboxLimits | None = None,
+    progress: Progress | None = None,
+    mode: str = "backtest",
+    prevalidate: bool = True,
+    n_trials: int = 1,
+) -> BacktestResult:
+    """Validate, then run ``code`` bar by bar in a sandbox over ``panel``; never raises for agent faults.
+
+    ``prevalidate=False`` skips the static filter (tests use it to show that the sandbox alone
+    contains code the filter would have refused); the run is then treated as a native agent.
+    ``n_trials`` (strategies tried before this one) only feeds the deflated Sharpe ratio.
+    ``progress(done, total)`` is called about 200 times over the run.
+    """
+    started = time.perf_counter()
+    ids = {
+        "code_hash": _code_hash(code),
+        "data_version": panel.data_version,
+        "settings_hash": _settings_hash(settings),
+    }
+    ids["result_id"] = _result_id(ids["code_hash"], ids["data_version"], ids["settings_hash"])
+    kind, rejection = validate(code, filename) if prevalidate else ("native", None)
+    log = DecisionLog(
+        agent_id=agent_id,
+        user_id=user_id,
+        run_id=run_id,
+        mode=mode,
+        code_hash=ids["code_hash"],
+        data_version=ids["data_version"],
+        symbols=panel.symbols,
+    )
+    run = _Run(panel, settings, log)
+    status, error = "completed", None
+    timings: dict[str, float] = {"validate_s": time.perf_counter() - started}
+    info: dict[str, Any] = {}
+    if rejection is not None:
+        status, error = "rejected", rejection
+    else:
+        proc = SandboxProcess(HOST_ENTRIES[kind], limits or SandboxLimits())
+        try:
+            proc.start()
+            proc.send(_init_message(code, filename, kind, panel, settings, mode))
+            ready = proc.recv(timeout=STARTUP_TIMEOUT)
+            if ready[0] == protocol.ERROR:
+                raise _failure_for_error(_agent_error(protocol.decode_json(ready)))
+            if ready[0] != protocol.READY:
+                raise protocol.ProtocolError("expected READY")
+            ready_body = protocol.decode_json(ready)
+            info["agent_class"] = (
+                str(ready_body.get("agent_class", ""))[:200] if isinstance(ready_body, dict) else ""
+            )
+            timings["startup_s"] = time.perf_counter() - started
+            with _no_cyclic_gc():
+                _stream(proc, run, panel, progress)
+            proc.send(bytes((protocol.END,)))
+            done = proc.recv(timeout=30)
+            if done[0] != protocol.DONE:
+                raise protocol.ProtocolError("expected DONE")
+        except _Failure as failure:
+            status, error = failure.status, failure.error
+        except SandboxTimeout as exc:
+            status, error = "timeout", AgentError("Timeout", str(exc))
+        except SandboxCrashed as exc:
+            status, error = (
+                "killed",
+                AgentError(
+                    "SandboxCrashed", exc.exit.reason, user_traceback=exc.exit.stderr_tail.splitlines()[-20:]
+                ),
+            )
+        except protocol.ProtocolError as exc:
+            status, error = "failed", AgentError("ProtocolError", str(exc))
+        finally:
+            exit_status = proc.close()
+            if exit_status is not None:
+                info["sandbox_exit"] = {"returncode": exit_status.returncode, "signal": exit_status.signal}
+    timings["total_s"] = time.perf_counter() - started
+    loop_s = timings["total_s"] - timings.get("startup_s", timings["total_s"])
+    timings["bars_per_s"] = run.processed / loop_s if loop_s > 0 and run.processed else 0.0
+    built = time.perf_counter()
+    with _no_cyclic_gc():
+        result = _result(
+            run, panel, settings, status, error, ids, timings, info, kind, agent_id, run_id, user_id, n_trials
+        )
+    timings["result_s"] = time.perf_counter() - built
+    timings["total_s"] = time.perf_counter() - started
+    return result
+
+
+def _result(
+    run: _Run,
+    panel: BarPanel,
+    settings: BacktestSettings,
+    status: str,
+    error: AgentError | None,
+    ids: dict[str, str],
+    timings: dict[str, float],
+    info: dict[str, Any],
+    kind: str,
+    agent_id: str,
+    run_id: str,
+    user_id: str,
+    n_trials: int = 1,
+) -> BacktestResult:
+    n = run.processed
+    broker = run.broker
+    if n:
+        broker.cancel_all(
+            int(panel.timestamps[n - 1]), "run ended" if status == "completed" else f"run {status}"
+        )
+    index = pd.DatetimeIndex(pd.to_datetime(panel.timestamps[:n], utc=True), name="timestamp")
+    equity = pd.DataFrame(
+        {"cash": run.cash[:n], "positions_value": run.positions_value[:n], "equity": run.equity[:n]},
+        index=index,
+    )
+    positions = pd.DataFrame(run.positions[:n], index=index, columns=list(panel.symbols))
+    fills = _fills_frame(broker)
+    trades = _trades_frame(broker.all_trades())
+    decisions = run.log.frame(broker.event_log) if len(run.log) else empty_frame()
+    metrics = _metrics(equity, trades, fills, settings, n_trials) if status == "completed" and n >= 2 else {}
+    return BacktestResult(
+        run_id=run_id,
+        agent_id=agent_id,
+        user_id=user_id,
+        status=status,
+        error=error,
+        symbols=panel.symbols,
+        equity=equity,
+        positions=positions,
+        fills=fills,
+        trades=trades,
+        decisions=decisions,
+        metrics=metrics,
+        tamper_suspected=bool(run.tamper_bars),
+        timings=timings,
+        kind=kind,
+        info={**info, "tamper_bars": run.tamper_bars[:20], "borrow_paid": broker.borrow_paid},
+        **ids,
+    )
+
+
+def _fills_frame(broker: Broker) -> pd.DataFrame:
+    cols = [
+        "order_id",
+        "decision_id",
+        "timestamp",
+        "symbol",
+        "side",
+        "quantity",
+        "price",
+        "commission",
+        "slippage_cost",
+    ]
+    rows = [
+        (
+            f.order_id,
+            f.decision_id,
+            f.ts_ns,
+            f.symbol,
+            f.side,
+            f.quantity,
+            f.price,
+            f.commission,
+            f.slippage_cost,
+        )
+        for f in broker.fills
+    ]
+    frame = pd.DataFrame(rows, columns=cols)
+    frame["timestamp"] = _utc([f.ts_ns for f in broker.fills])
+    return frame
+
+
+def _trades_frame(trades: list[Trade]) -> pd.DataFrame:
+    cols = [
+        "symbol",
+        "direction",
+        "entry_time",
+        "exit_time",
+        "quantity",
+        "entry_price",
+        "exit_price",
+        "pnl",
+        "return_pct",
+        "status",
+        "decision_id",
+    ]
+    rows = [
+        (
+            t.symbol,
+            t.direction,
+            t.entry_ts,
+            t.exit_ts,
+            t.quantity,
+            t.entry_price,
+            t.exit_price if t.exit_ts is not None else math.nan,
+            t.pnl,
+            t.pnl / t.entry_notional,
+            "closed" if t.exit_ts is not None else "open",
+            t.decision_id,
+        )
+        for t in trades
+    ]
+    frame = pd.DataFrame(rows, columns=cols)
+    frame["entry_time"] = _utc([t.entry_ts for t in trades])
+    frame["exit_time"] = _utc([t.exit_ts for t in trades])
+    return frame
+
+
+def _utc(values: list[int | None]) -> pd.DatetimeIndex:
+    """ns integers (None = NaT) -> UTC timestamps."""
+    nat = np.iinfo(np.int64).min
+    raw = np.array([nat if v is None else v for v in values], dtype=np.int64).view("datetime64[ns]")
+    return pd.DatetimeIndex(raw).tz_localize("UTC")
+
+
+def _metrics(
+    equity: pd.DataFrame,
+    trades: pd.DataFrame,
+    fills: pd.DataFrame,
+    settings: BacktestSettings,
+    n_trials: int = 1,
+) -> dict[str, float]:
+    try:
+        from farm_dagster.metrics import compute_metrics
+    except ImportError:  # the metrics module is optional for the engine itself
+        return {}
+    closed = trades[trades["status"] == "closed"]
+    notional = float((fills["quantity"] * fills["price"]).abs().sum()) if len(fills) else 0.0
+    return compute_metrics(
+        equity["equity"],
+        closed,
+        positions_value=equity["positions_value"],
+        turnover_notional=notional,
+        initial_equity=settings.initial_cash,
+        n_trials=max(int(n_trials), 1),
+    )

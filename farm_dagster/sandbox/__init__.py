@@ -1,0 +1,1 @@
+"""Run untrusted agent code in a separate, locked-down process."""

@@ -1,0 +1,299 @@
+"""Run an entry function in a separate, locked-down Python process and talk to it over pipes.
+
+Why pipes over inherited fds (not stdin/stdout): the agent's prints cannot corrupt the protocol,
+and the channel is just two file descriptors that the child's lockdown can leave open while
+closing everything else. The child runs in its own session, so :meth:`SandboxProcess.close` kills
+the whole process group, including anything the agent managed to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from farm_dagster.engine.protocol import HEADER, MAX_FRAME, ProtocolError
+from farm_dagster.sandbox.limits import SandboxLimits
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_STDERR_TAIL = 8192
+
+
+class ChannelClosed(EOFError):
+    """The other side closed its end of the channel."""
+
+
+class SandboxError(RuntimeError):
+    """Base of the sandbox failures the runner turns into a run status."""
+
+
+class SandboxTimeout(SandboxError):
+    """No answer within the wall-clock limit."""
+
+
+@dataclass(frozen=True)
+class SandboxExit:
+    returncode: int | None
+    signal: str | None
+    reason: str
+    stderr_tail: str
+
+
+class SandboxCrashed(SandboxError):
+    """The child died; ``exit.reason`` says why in words (cpu limit, memory limit, killed ...)."""
+
+    def __init__(self, exit: SandboxExit) -> None:
+        super().__init__(exit.reason)
+        self.exit = exit
+
+
+class Channel:
+    """Length-prefixed frames over a pair of pipe fds (see :mod:`farm_dagster.engine.protocol`)."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd, self.write_fd = read_fd, write_fd
+        self._buf = bytearray()
+        self._poll = select.poll()
+        self._poll.register(read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+
+    def send(self, payload: bytes) -> None:
+        data = [HEADER.pack(len(payload)), payload]
+        total = 4 + len(payload)
+        sent = os.writev(self.write_fd, data)
+        if sent < total:  # pipe full: finish the frame with plain writes
+            view = memoryview(b"".join(data))[sent:]
+            while view:
+                view = view[os.write(self.write_fd, view) :]
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        """Next frame's payload; ``TimeoutError`` after ``timeout`` seconds, ``ChannelClosed`` on EOF."""
+        buf = self._buf
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if len(buf) >= 4:
+                (size,) = HEADER.unpack_from(buf)
+                if size > MAX_FRAME or size == 0:
+                    raise ProtocolError(f"frame of {size} bytes")
+                if len(buf) >= 4 + size:
+                    payload = bytes(buf[4 : 4 + size])
+                    del buf[: 4 + size]
+                    return payload
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._poll.poll(max(0, int(left * 1000) + 1)):
+                    raise TimeoutError("no message before the deadline")
+            chunk = os.read(self.read_fd, 65536)
+            if not chunk:
+                raise ChannelClosed("channel closed by the other side")
+            buf += chunk
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def explain_exit(returncode: int | None, stderr_tail: str) -> tuple[str | None, str]:
+    """(signal name, reason in words) for a finished child."""
+    memory = "MemoryError" in stderr_tail or "Cannot allocate memory" in stderr_tail
+    if returncode is None:
+        return None, "still running"
+    if returncode < 0:
+        name = _signal_name(-returncode)
+        if -returncode == signal.SIGXCPU:
+            return name, "cpu limit exceeded"
+        if -returncode == signal.SIGXFSZ:
+            return name, "file size limit exceeded"
+        if -returncode == signal.SIGKILL:
+            return (
+                name,
+                "memory limit exceeded" if memory else "killed (SIGKILL: cpu or memory limit, or stopped)",
+            )
+        return name, f"killed by {name}"
+    if memory:
+        return None, "memory limit exceeded"
+    if returncode == 0:
+        return None, "exited before finishing the run"
+    return None, f"exited with code {returncode}"
+
+
+class SandboxProcess:
+    """One sandboxed child running ``entry`` (``"module:function"``, called with a :class:`Channel`)."""
+
+    def __init__(
+        self,
+        entry: str = "farm_dagster.engine.host:main",
+        limits: SandboxLimits | None = None,
+        *,
+        allowed_modules: tuple[str, ...] | None = None,
+    ) -> None:
+        self.entry = entry
+        self.limits = limits or SandboxLimits()
+        self.allowed_modules = allowed_modules
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._channel: Channel | None = None
+        self._stderr: deque[bytes] = deque()
+        self._stderr_size = 0
+        self._reader: threading.Thread | None = None
+        self._deadline = 0.0
+        self._exit: SandboxExit | None = None
+
+    # ------------------------------------------------------------------ life
+    def start(self) -> SandboxProcess:
+        to_child_r, to_child_w = os.pipe()
+        to_parent_r, to_parent_w = os.pipe()
+        config = {"limits": asdict(self.limits), "allowed_modules": self.allowed_modules}
+        cmd = [
+            sys.executable,
+            "-B",
+            "-m",
+            "farm_dagster.sandbox.child",
+            self.entry,
+            str(to_child_r),
+            str(to_parent_w),
+            json.dumps(config),
+        ]
+        env = {  # nothing of the parent's environment (secrets) reaches the agent
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(_PROJECT_ROOT),
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LANG": "C.UTF-8",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                pass_fds=(to_child_r, to_parent_w),
+                start_new_session=True,
+                env=env,
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+            )
+        finally:
+            os.close(to_child_r)
+            os.close(to_parent_w)
+        self._channel = Channel(to_parent_r, to_child_w)
+        self._deadline = time.monotonic() + self.limits.wall_seconds
+        self._reader = threading.Thread(target=self._drain_stderr, name="sandbox-stderr", daemon=True)
+        self._reader.start()
+        return self
+
+    def _drain_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        stream = self._proc.stderr
+        while chunk := stream.read1(65536):
+            self._stderr.append(chunk)
+            self._stderr_size += len(chunk)
+            while self._stderr_size > 4 * _STDERR_TAIL and len(self._stderr) > 1:
+                self._stderr_size -= len(self._stderr.popleft())
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def stderr_tail(self) -> str:
+        return b"".join(self._stderr)[-_STDERR_TAIL:].decode("utf-8", errors="replace")
+
+    # ------------------------------------------------------------- messages
+    def send(self, payload: bytes) -> None:
+        assert self._channel is not None, "start() first"
+        try:
+            self._channel.send(payload)
+        except (BrokenPipeError, OSError):
+            raise self._crashed() from None
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        """Next message; SandboxTimeout past ``timeout`` or the wall-clock limit, SandboxCrashed on death."""
+        assert self._channel is not None, "start() first"
+        left = self._deadline - time.monotonic()
+        wall = timeout is None or timeout >= left
+        try:
+            return self._channel.recv(left if wall else timeout)
+        except TimeoutError:
+            limit = (
+                f"wall-clock limit of {self.limits.wall_seconds:g}s" if wall else f"timeout of {timeout:g}s"
+            )
+            raise SandboxTimeout(f"no answer from the agent within the {limit}") from None
+        except ChannelClosed:
+            raise self._crashed() from None
+
+    def _crashed(self) -> SandboxCrashed:
+        assert self._proc is not None
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._kill()
+        return SandboxCrashed(self._finish())
+
+    # ------------------------------------------------------------------ end
+    def _kill(self) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=10)
+
+    def _finish(self) -> SandboxExit:
+        if self._exit is None:
+            assert self._proc is not None
+            if self._reader is not None:
+                self._reader.join(timeout=2)
+            tail = self.stderr_tail
+            sig, reason = explain_exit(self._proc.returncode, tail)
+            self._exit = SandboxExit(self._proc.returncode, sig, reason, tail)
+        return self._exit
+
+    def close(self) -> SandboxExit | None:
+        """Kill the child's whole process group and release the pipes. Safe to call twice."""
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=0.2)  # a child that sent DONE is already on its way out
+        self._kill()
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self._proc.stderr is not None:
+            with contextlib.suppress(OSError):
+                if self._reader is not None:
+                    self._reader.join(timeout=2)
+                self._proc.stderr.close()
+        return self._finish()
+
+    @property
+    def status(self) -> SandboxExit | None:
+        """How the child ended (None while it runs)."""
+        if self._exit is None and self._proc is not None and self._proc.poll() is not None:
+            return self._finish()
+        return self._exit
+
+    def __enter__(self) -> SandboxProcess:
+        return self.start() if self._proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,228 @@
+"""What an agent sees on each bar: time, history up to now, portfolio, indicator helpers.
+
+The history is a buffer the host fills with the bars it has been sent, nothing else: no row
+beyond "now" exists in the process, so no index can reach it. Arrays handed out are read-only
+views. Every read is recorded (symbol, field, how far back) for the decision log's ``data_read``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from farm_dagster.sdk import indicators
+
+FIELDS = ("open", "high", "low", "close", "volume")
+_FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
+ALL = "*"
+
+
+class History:
+    """Growing (5, capacity, N) buffer of streamed bars; doubles when full."""
+
+    __slots__ = ("data", "ts", "n", "n_symbols")
+
+    def __init__(self, n_symbols: int, capacity: int = 1024) -> None:
+        capacity = max(16, int(capacity))
+        self.n_symbols = n_symbols
+        self.data = np.full((5, capacity, n_symbols), np.nan)  # rows not yet streamed hold NaN, never data
+        self.ts = np.zeros(capacity, dtype=np.int64)
+        self.n = 0
+
+    def append(self, ts_ns: int, block: np.ndarray) -> None:
+        n = self.n
+        if n == self.ts.shape[0]:
+            grown = np.full((5, 2 * n, self.n_symbols), np.nan)
+            grown[:, :n] = self.data[:, :n]
+            self.data = grown
+            ts = np.zeros(2 * n, dtype=np.int64)
+            ts[:n] = self.ts[:n]
+            self.ts = ts
+        self.data[:, n] = block
+        self.ts[n] = ts_ns
+        self.n = n + 1
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+class Context:
+    """Passed to ``Agent.on_bar``. ``symbol=None`` in the indicator helpers means every symbol
+    (an array aligned with ``ctx.symbols``), which is the fast way to handle a large universe."""
+
+    def __init__(self, symbols: tuple[str, ...], history: History, broker: Any) -> None:
+        self.symbols = symbols
+        self._index = {s: i for i, s in enumerate(symbols)}
+        self._history = history
+        self._broker = broker
+        self._reads: dict[str, list[Any]] = {}
+        self._ema: dict[tuple[int, float], indicators.EmaState] = {}
+        self._rsi: dict[tuple[int, int], indicators.RsiState] = {}
+
+    # ------------------------------------------------------------ time & bookkeeping
+    @property
+    def ts_ns(self) -> int:
+        """Time of the current bar, integer nanoseconds since the epoch (UTC)."""
+        return int(self._history.ts[self._history.n - 1])
+
+    @property
+    def time(self) -> datetime:
+        """Time of the current bar (UTC)."""
+        ts = self.ts_ns
+        return datetime.fromtimestamp(ts // 1_000_000_000, tz=UTC).replace(
+            microsecond=(ts // 1000) % 1_000_000
+        )
+
+    @property
+    def bar_index(self) -> int:
+        """0 on the first bar, counting up."""
+        return self._history.n - 1
+
+    @property
+    def bars_seen(self) -> int:
+        return self._history.n
+
+    def _record(self, symbol: str | None, field: str, lookback: int | None) -> None:
+        key = ALL if symbol is None else symbol
+        entry = self._reads.get(key)
+        if entry is None:
+            self._reads[key] = [{field}, lookback]
+            return
+        entry[0].add(field)
+        if entry[1] is not None and (lookback is None or lookback > entry[1]):
+            entry[1] = lookback
+
+    def _take_reads(self) -> dict[str, dict[str, Any]]:
+        """The bar's data_read (host use): ``{symbol|'*': {"fields": [...], "lookback": n|None}}``."""
+        reads, self._reads = self._reads, {}
+        return {key: {"fields": sorted(f), "lookback": lb} for key, (f, lb) in sorted(reads.items())}
+
+    def _col(self, symbol: str) -> int:
+        try:
+            return self._index[symbol]
+        except KeyError:
+            raise KeyError(f"unknown symbol {symbol!r}; this run trades {', '.join(self.symbols)}") from None
+
+    @staticmethod
+    def _field(field: str) -> int:
+        try:
+            return _FIELD_INDEX[field]
+        except KeyError:
+            raise KeyError(f"unknown field {field!r}; fields are {', '.join(FIELDS)}") from None
+
+    # ---------------------------------------------------------------------- data
+    def history(self, symbol: str, field: str = "close", lookback: int | None = None) -> np.ndarray:
+        """``field`` of ``symbol`` for the last ``lookback`` bars (all bars so far when None), oldest first."""
+        f, i, n = self._field(field), self._col(symbol), self._history.n
+        lo = 0 if lookback is None else max(0, n - int(lookback))
+        self._record(symbol, field, lookback)
+        return _readonly(self._history.data[f, lo:n, i])
+
+    def history_all(self, field: str = "close", lookback: int | None = None) -> np.ndarray:
+        """``field`` of every symbol, shape (bars, symbols), oldest first."""
+        f, n = self._field(field), self._history.n
+        lo = 0 if lookback is None else max(0, n - int(lookback))
+        self._record(None, field, lookback)
+        return _readonly(self._history.data[f, lo:n])
+
+    def price(self, symbol: str, field: str = "close") -> float:
+        """The current bar's ``field`` (NaN when the symbol did not trade this bar)."""
+        f, i = self._field(field), self._col(symbol)
+        self._record(symbol, field, 1)
+        return float(self._history.data[f, self._history.n - 1, i])
+
+    def prices(self, field: str = "close") -> np.ndarray:
+        """The current bar's ``field`` for every symbol."""
+        f = self._field(field)
+        self._record(None, field, 1)
+        return _readonly(self._history.data[f, self._history.n - 1])
+
+    def bar(self, symbol: str) -> dict[str, float]:
+        """The current bar of ``symbol`` as {open, high, low, close, volume}."""
+        i, n = self._col(symbol), self._history.n
+        for field in FIELDS:
+            self._record(symbol, field, 1)
+        return {field: float(self._history.data[k, n - 1, i]) for k, field in enumerate(FIELDS)}
+
+    # ---------------------------------------------------------------- indicators
+    def _window(self, symbol: str | None, field: str, window: int) -> np.ndarray:
+        f, n = self._field(field), self._history.n
+        lo = max(0, n - int(window))
+        self._record(symbol, field, int(window))
+        if symbol is None:
+            return self._history.data[f, lo:n]
+        return self._history.data[f, lo:n, self._col(symbol)]
+
+    def sma(self, symbol: str | None, window: int, field: str = "close") -> Any:
+        """Simple moving average of the last ``window`` bars (NaN until there are that many)."""
+        values = self._window(symbol, field, window)
+        return indicators.sma_last(values, window) if len(values) >= window else _nan_like(symbol, self)
+
+    def rolling_std(self, symbol: str | None, window: int, field: str = "close") -> Any:
+        """Sample standard deviation of the last ``window`` bars."""
+        values = self._window(symbol, field, window)
+        return indicators.std_last(values, window) if len(values) >= window else _nan_like(symbol, self)
+
+    def returns(self, symbol: str | None, periods: int = 1, field: str = "close") -> Any:
+        """Return over the last ``periods`` bars: price now / price ``periods`` bars ago - 1."""
+        values = self._window(symbol, field, periods + 1)
+        return indicators.returns_last(values, periods)
+
+    def _advance(self, state: Any, f: int) -> None:
+        data, n = self._history.data, self._history.n
+        for t in range(state.seen, n):
+            state.update(data[f, t])
+
+    def ema(self, symbol: str | None, span: float, field: str = "close") -> Any:
+        """Exponential moving average with ``span`` (alpha = 2 / (span + 1)), over all bars so far."""
+        f = self._field(field)
+        state = self._ema.get((f, span))
+        if state is None:
+            state = self._ema[(f, span)] = indicators.EmaState(len(self.symbols), span)
+        self._advance(state, f)
+        self._record(symbol, field, None)
+        return state.value.copy() if symbol is None else float(state.value[self._col(symbol)])
+
+    def rsi(self, symbol: str | None, window: int = 14, field: str = "close") -> Any:
+        """Wilder's RSI (0-100) over ``window`` bars; NaN until ``window`` changes were seen."""
+        f = self._field(field)
+        state = self._rsi.get((f, window))
+        if state is None:
+            state = self._rsi[(f, window)] = indicators.RsiState(len(self.symbols), window)
+        self._advance(state, f)
+        self._record(symbol, field, None)
+        value = state.value
+        return value if symbol is None else float(value[self._col(symbol)])
+
+    # ----------------------------------------------------------------- portfolio
+    @property
+    def cash(self) -> float:
+        return float(self._broker.cash)
+
+    @property
+    def equity(self) -> float:
+        """Cash plus positions marked at the current close."""
+        return float(self._broker.equity)
+
+    def position(self, symbol: str) -> float:
+        """Shares held (negative when short)."""
+        return float(self._broker.positions[self._col(symbol)])
+
+    @property
+    def positions(self) -> dict[str, float]:
+        """Non-zero positions, symbol -> shares."""
+        held = self._broker.positions
+        return {s: float(held[i]) for i, s in enumerate(self.symbols) if held[i] != 0}
+
+    def position_array(self) -> np.ndarray:
+        """Shares held for every symbol, aligned with ``ctx.symbols``."""
+        return _readonly(self._broker.positions)
+
+
+def _nan_like(symbol: str | None, ctx: Context) -> Any:
+    return float("nan") if symbol is not None else np.full(len(ctx.symbols), np.nan)

@@ -1,0 +1,1 @@
+"""Sensors: submissions become runs; finished backtests refresh the leaderboard."""

@@ -1,0 +1,172 @@
+"""The Broker's fill and accounting rules, checked bar by bar against the rules written out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from farm_dagster.engine.broker import Broker
+from farm_dagster.engine.costs import BacktestSettings, CostModel
+from farm_dagster.engine.protocol import check_decision
+
+DAY = 86_400 * 10**9
+SYMBOLS = ("AAA", "BBB")
+INDEX = {s: i for i, s in enumerate(SYMBOLS)}
+
+
+def bar(o: float, h: float, lo: float, c: float, other: float = 50.0) -> np.ndarray:
+    """(5, 2) block: symbol AAA with the given OHLC, BBB flat at ``other``."""
+    return np.array([[o, other], [h, other], [lo, other], [c, other], [1e6, 1e6]], dtype=np.float64)
+
+
+def decide(broker: Broker, t: int, **raw: object) -> None:
+    checked = check_decision({"symbol": "AAA", **raw}, INDEX)
+    assert checked.reject_reason is None, checked.reject_reason
+    broker.submit(checked, f"d{t}", t, t * DAY)
+
+
+def events(broker: Broker, kind: str) -> list[dict]:
+    return [e for _, e in broker.events if e["type"] == kind]
+
+
+def test_market_order_fills_at_next_open_never_on_its_own_bar() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=10_000))
+    broker.on_bar(0, 0, bar(100, 101, 99, 100.5))
+    decide(broker, 0, action="BUY", quantity=10)
+    assert broker.positions[0] == 0 and broker.cash == 10_000  # nothing fills on the deciding bar
+    broker.on_bar(1, DAY, bar(102, 104, 101, 103))
+    assert broker.positions[0] == 10
+    assert broker.cash == pytest.approx(10_000 - 10 * 102)
+    assert broker.equity == pytest.approx(broker.cash + 10 * 103)
+    assert broker.fills[0].price == 102 and broker.fills[0].decision_id == "d0"
+
+
+def test_commission_per_share_percent_and_minimum() -> None:
+    costs = CostModel(commission_per_share=0.01, commission_pct=0.001, min_commission=1.0)
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000, costs=costs))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=500)
+    decide(broker, 0, action="BUY", quantity=1)
+    broker.on_bar(1, DAY, bar(100, 100, 100, 100))
+    big, small = broker.fills
+    assert big.commission == pytest.approx(500 * 0.01 + 0.001 * 500 * 100)
+    assert small.commission == pytest.approx(1.0)  # 0.01 + 0.1 is below the minimum
+    assert broker.cash == pytest.approx(100_000 - 501 * 100 - big.commission - small.commission)
+
+
+def test_slippage_bps_and_range_fraction_move_price_against_the_order_within_the_bar() -> None:
+    costs = CostModel(slippage_bps=50, slippage_range_fraction=0.1)
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000, costs=costs))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=10)
+    broker.on_bar(1, DAY, bar(100, 110, 95, 105))
+    expected_buy = 100 * (1 + 0.005) + 0.1 * (110 - 95)
+    assert broker.fills[0].price == pytest.approx(expected_buy)
+    assert broker.fills[0].slippage_cost == pytest.approx((expected_buy - 100) * 10)
+    decide(broker, 1, action="SELL", quantity=10)
+    broker.on_bar(2, 2 * DAY, bar(96, 97, 95.5, 96))  # slipped price would be below the low: clamp
+    assert broker.fills[1].price == 95.5
+
+
+def test_limit_orders_fill_only_when_traded_through_at_open_or_limit() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=5, order_type="limit", limit_price=95)
+    broker.on_bar(1, DAY, bar(99, 101, 96, 97))  # low 96 > 95: waits
+    assert not broker.fills and len(broker.pending) == 1
+    broker.on_bar(2, 2 * DAY, bar(97, 98, 94, 95))  # low 94 <= 95: fills at min(open, limit) = 95
+    assert broker.fills[0].price == 95
+    decide(broker, 2, action="SELL", quantity=5, order_type="limit", limit_price=99)
+    broker.on_bar(3, 3 * DAY, bar(101, 102, 100, 101))  # gaps above the limit: fills at the open
+    assert broker.fills[1].price == 101
+    for fill in broker.fills:
+        assert 94 <= fill.price <= 102
+
+
+def test_nan_bar_keeps_orders_waiting() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=10_000))
+    broker.on_bar(0, 0, bar(10, 10, 10, 10))
+    decide(broker, 0, action="BUY", quantity=3)
+    broker.on_bar(1, DAY, bar(math.nan, math.nan, math.nan, math.nan))
+    assert not broker.fills and broker.equity == pytest.approx(10_000)  # marked at the last real close
+    broker.on_bar(2, 2 * DAY, bar(11, 12, 10, 11))
+    assert broker.fills[0].price == 11 and broker.fills[0].ts_ns == 2 * DAY
+
+
+def test_insufficient_cash_rejects_a_buy_and_shrinks_a_target() -> None:
+    costs = CostModel(commission_per_share=1.0)
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=1_000, costs=costs))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=20)
+    decide(broker, 0, action="TARGET", target_percent=1.0)
+    broker.on_bar(1, DAY, bar(100, 100, 100, 100))
+    rejected = events(broker, "rejected")
+    assert len(rejected) == 1 and "insufficient cash" in rejected[0]["reason"]
+    # 1.0 of equity = 10 shares, but 10 * 100 + 10 commission > 1000: shrink to 9 (909 <= 1000)
+    assert broker.positions[0] == 9
+    assert broker.cash == pytest.approx(1_000 - 9 * 100 - 9)
+
+
+def test_shorts_need_the_switch_and_pay_borrow_for_the_time_held() -> None:
+    no_short = Broker(SYMBOLS, BacktestSettings(initial_cash=10_000))
+    no_short.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(no_short, 0, action="SELL", quantity=5)
+    no_short.on_bar(1, DAY, bar(100, 100, 100, 100))
+    assert (
+        no_short.positions[0] == 0
+        and "short selling is disabled" in events(no_short, "rejected")[0]["reason"]
+    )
+
+    rate = 0.0365
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=10_000, allow_short=True, borrow_rate_annual=rate))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="SELL", quantity=5)
+    broker.on_bar(1, DAY, bar(100, 100, 100, 90))
+    assert broker.positions[0] == -5
+    assert broker.cash == pytest.approx(10_000 + 500)
+    assert broker.equity == pytest.approx(10_000 + 500 - 5 * 90)
+    broker.on_bar(2, 3 * DAY, bar(90, 90, 90, 90))  # two days short at a marked value of 450
+    fee = 450 * rate * 2 / 365.25
+    assert broker.borrow_paid == pytest.approx(fee)
+    assert broker.cash == pytest.approx(10_500 - fee)
+
+
+def test_round_trips_become_trades_with_net_pnl_and_flips_split() -> None:
+    costs = CostModel(commission_per_share=0.5)
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000, costs=costs, allow_short=True))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=10)
+    broker.on_bar(1, DAY, bar(100, 100, 100, 100))
+    decide(broker, 1, action="BUY", quantity=10)
+    broker.on_bar(2, 2 * DAY, bar(110, 110, 110, 110))
+    decide(broker, 2, action="TARGET", target_shares=-5)  # sell 25: close the 20 long, open 5 short
+    broker.on_bar(3, 3 * DAY, bar(120, 120, 120, 120))
+    assert broker.positions[0] == -5
+    (closed,) = broker.trades
+    entry = (10 * 100 + 10 * 110) / 20
+    assert closed.entry_price == pytest.approx(entry)
+    assert closed.pnl == pytest.approx(20 * (120 - entry) - 10 * 0.5 - 10 * 0.5 - 20 * 0.5)
+    (short,) = broker.open_trades.values()
+    assert short.direction == "short" and short.quantity == 5
+    assert short.pnl == pytest.approx(-5 * 0.5)
+    kinds = [e["type"] for _, e in broker.events]
+    assert kinds.count("trade_opened") == 2 and kinds.count("trade_closed") == 1
+    # cash is exactly the initial cash plus every fill's signed cash flow
+    flows = sum((-1 if f.side == "BUY" else 1) * f.quantity * f.price - f.commission for f in broker.fills)
+    assert broker.cash == pytest.approx(100_000 + flows)
+
+
+def test_sells_fill_before_buys_within_a_bar() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=1_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=10)
+    broker.on_bar(1, DAY, bar(100, 100, 100, 100))
+    assert broker.cash == 0
+    buy_other = check_decision({"symbol": "BBB", "action": "BUY", "quantity": 20}, INDEX)
+    broker.submit(buy_other, "buy-first", 1, DAY)  # submitted first, needs the cash of the sell
+    decide(broker, 1, action="SELL", quantity=10)
+    broker.on_bar(2, 2 * DAY, bar(100, 100, 100, 100))
+    assert [f.side for f in broker.fills[1:]] == ["SELL", "BUY"]
+    assert broker.positions.tolist() == [0, 20]

@@ -1,0 +1,210 @@
+"""The parent runner end to end, with real sandboxed subprocesses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from farm_dagster import PROJECT_ROOT
+from farm_dagster.engine.costs import BacktestSettings, CostModel
+from farm_dagster.engine.runner import run_backtest
+from farm_dagster.market_data.panel import BarPanel
+from farm_dagster.market_data.synthetic import synthetic_panel
+from farm_dagster.sandbox.limits import SandboxLimits
+
+EXAMPLES = ["ma_crossover.py", "rsi_mean_reversion.py", "momentum_rotation.py", "buy_and_hold.py"]
+CASH = 100_000.0
+
+
+def run(code: str, panel: BarPanel, settings: BacktestSettings | None = None, **kw: object):
+    return run_backtest(
+        code,
+        panel,
+        settings or BacktestSettings(initial_cash=CASH),
+        agent_id="test-agent",
+        run_id="run-1",
+        **kw,
+    )
+
+
+def replay_cash(result, initial_cash: float) -> pd.Series:
+    """Cash after each bar, rebuilt from the fills alone (an independent recompute)."""
+    flows = (
+        result.fills.assign(
+            flow=np.where(result.fills["side"] == "BUY", -1.0, 1.0)
+            * result.fills["quantity"]
+            * result.fills["price"]
+            - result.fills["commission"]
+        )
+        .groupby("timestamp")["flow"]
+        .sum()
+    )
+    return initial_cash + flows.reindex(result.equity.index, fill_value=0.0).cumsum()
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_examples_complete_with_consistent_trusted_accounting(example: str) -> None:
+    panel = synthetic_panel(4, 300, seed=11)
+    code = (PROJECT_ROOT / "examples" / example).read_text()
+    result = run(code, panel, filename=example)
+    assert result.status == "completed", result.error
+    assert not result.tamper_suspected
+    assert len(result.equity) == panel.n_bars and len(result.fills) > 0
+    # equity = cash + shares x close, bar by bar
+    marked = (result.positions.to_numpy() * np.nan_to_num(panel.close)).sum(axis=1)
+    np.testing.assert_allclose(result.equity["equity"], result.equity["cash"] + marked, rtol=1e-12)
+    np.testing.assert_allclose(result.equity["cash"], replay_cash(result, CASH), rtol=1e-12, atol=1e-6)
+    # no costs, market orders: every fill is exactly the open of its bar, decided on an earlier bar
+    opens = panel.frame("open")
+    decided_at = result.decisions.set_index("decision_id")["timestamp"]
+    for fill in result.fills.itertuples():
+        assert fill.price == opens.at[fill.timestamp, fill.symbol]
+        assert fill.timestamp > decided_at[fill.decision_id]
+    assert result.metrics["total_return"] == pytest.approx(result.equity["equity"].iloc[-1] / CASH - 1)
+
+
+def test_costs_reach_the_reported_equity() -> None:
+    panel = synthetic_panel(2, 120, seed=5)
+    code = (PROJECT_ROOT / "examples" / "ma_crossover.py").read_text()
+    costs = CostModel(commission_per_share=0.01, commission_pct=0.0005, min_commission=1.0, slippage_bps=5)
+    free = run(code, panel)
+    paid = run(code, panel, BacktestSettings(initial_cash=CASH, costs=costs))
+    assert paid.status == free.status == "completed"
+    assert (paid.fills["commission"] >= 1.0).all() and (paid.fills["slippage_cost"] > 0).all()
+    np.testing.assert_allclose(paid.equity["cash"], replay_cash(paid, CASH), rtol=1e-12, atol=1e-6)
+    assert paid.equity["equity"].iloc[-1] < free.equity["equity"].iloc[-1]
+
+
+CRASHES = """\
+from farm_dagster.sdk import Agent, buy, hold
+
+
+class Crashes(Agent):
+    def setup(self, ctx):
+        self.n = 0
+
+    def on_bar(self, ctx):
+        self.n += 1
+        if self.n == 1:
+            return buy(ctx.symbols[0], 10, confidence=0.9, reasoning="get in")
+        if self.n == 30:
+            return {}["missing"]
+        return hold(ctx.symbols[0], reasoning="wait")
+"""
+
+
+def test_crash_halfway_keeps_every_earlier_decision_and_marks_the_run_failed() -> None:
+    panel = synthetic_panel(1, 80, seed=2)
+    result = run(CRASHES, panel, filename="crashes.py")
+    assert result.status == "failed"
+    assert result.error.error_type == "KeyError"
+    assert result.error.line == CRASHES.splitlines().index('            return {}["missing"]') + 1
+    assert any("crashes.py" in line for line in result.error.user_traceback)
+    assert result.error.render("crashes.py").startswith(f"crashes.py:{result.error.line}: KeyError")
+    rows = result.decisions
+    assert rows["decision_point"].tolist() == list(range(29))  # bars 0..28 were decided
+    assert rows["action"].iloc[0] == "BUY" and rows["confidence"].iloc[0] == 0.9
+    assert len(result.fills) == 1 and result.fills["quantity"].iloc[0] == 10
+    assert result.metrics == {}
+
+
+def test_validation_rejection_names_file_line_and_rule() -> None:
+    code = "import os\nfrom farm_dagster.sdk import Agent\n\n\nclass A(Agent):\n    def on_bar(self, ctx):\n        return None\n"
+    result = run(code, synthetic_panel(1, 10), filename="bad.py")
+    assert result.status == "rejected"
+    assert result.error.line == 1
+    assert result.error.user_traceback[0].startswith("bad.py:1: ")
+    assert len(result.equity) == 0 and len(result.decisions) == 0
+
+
+INVALID = """\
+from farm_dagster.sdk import Agent, buy
+
+
+class Sloppy(Agent):
+    def on_bar(self, ctx):
+        if ctx.bar_index == 0:
+            return [
+                {"symbol": "NOPE", "action": "BUY", "quantity": 1},
+                buy(ctx.symbols[0], float("nan")),
+                buy(ctx.symbols[0], 1, confidence=3.0),
+                buy(ctx.symbols[0], 2, confidence=0.4),
+            ]
+        return None
+"""
+
+
+def test_invalid_decisions_are_rejected_with_a_reason_and_the_run_goes_on() -> None:
+    result = run(INVALID, synthetic_panel(2, 20, seed=1), filename="sloppy.py")
+    assert result.status == "completed"
+    first = result.decisions[result.decisions["decision_point"] == 0]
+    assert len(first) == 4
+    events = [json.loads(e) for e in first["events"]]
+    reasons = [e[0]["reason"] for e in events[:3]]
+    assert "unknown symbol" in reasons[0] and "quantity" in reasons[1] and "confidence" in reasons[2]
+    assert [e["type"] for e in events[3]] == ["submitted", "filled", "trade_opened"]
+    assert result.fills["quantity"].tolist() == [2.0]
+    assert not result.tamper_suspected  # the mirror rejected the same decisions
+
+
+def test_progress_reports_until_the_last_bar() -> None:
+    seen: list[tuple[int, int]] = []
+    code = (PROJECT_ROOT / "examples" / "buy_and_hold.py").read_text()
+    result = run(code, synthetic_panel(2, 50), progress=lambda done, total: seen.append((done, total)))
+    assert result.status == "completed"
+    assert seen[-1] == (50, 50) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+LOOP = """\
+from farm_dagster.sdk import Agent
+
+
+class Spins(Agent):
+    def on_bar(self, ctx):
+        if ctx.bar_index == 3:
+            while True:
+                pass
+        return None
+"""
+
+MEMORY = """\
+from farm_dagster.sdk import Agent
+
+
+class Hungry(Agent):
+    def on_bar(self, ctx):
+        if ctx.bar_index == 2:
+            self.hoard = [bytearray(64 * 1024 * 1024) for _ in range(1000)]
+        return None
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("code", "limits", "status", "reason"),
+    [
+        (LOOP, SandboxLimits(cpu_seconds=60, wall_seconds=3), "timeout", "wall-clock"),
+        (LOOP, SandboxLimits(cpu_seconds=1, wall_seconds=60), "killed", "cpu limit"),
+        (MEMORY, SandboxLimits(memory_mb=512, wall_seconds=60), "killed", "memory limit"),
+    ],
+    ids=["wall", "cpu", "memory"],
+)
+def test_resource_limits_end_the_run_with_a_clear_status(
+    code: str, limits: SandboxLimits, status: str, reason: str
+) -> None:
+    panel = synthetic_panel(1, 20)
+    result = run(code, panel, limits=limits)
+    assert result.status == status
+    assert reason in result.error.message
+    assert len(result.decisions) >= 2  # the bars before the fault are kept
+    clean = run((PROJECT_ROOT / "examples" / "buy_and_hold.py").read_text(), panel)
+    assert clean.status == "completed"  # the next agent still runs
+
+
+def test_example_files_exist() -> None:
+    for name in EXAMPLES:
+        assert Path(PROJECT_ROOT / "examples" / name).is_file()

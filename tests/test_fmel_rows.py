@@ -1,0 +1,164 @@
+"""FMEL rows: one per decision, one HOLD row per silent bar, events attached, batched idempotent writes."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from farm_dagster.engine.costs import BacktestSettings
+from farm_dagster.engine.protocol import check_decision
+from farm_dagster.engine.runner import run_backtest
+from farm_dagster.fmel.rows import DecisionLog, LoggedDecision, events_of
+from farm_dagster.fmel.schema import FMEL_DECISIONS
+from farm_dagster.fmel.writer import write_decisions
+from farm_dagster.market_data.synthetic import synthetic_panel
+from farm_dagster.resources.tables import TABLES
+
+DAY = 86_400 * 10**9
+
+
+def _log(symbols: tuple[str, ...] = ("AAA", "BBB"), run_id: str = "r1") -> DecisionLog:
+    return DecisionLog(
+        agent_id="ag",
+        user_id="u1",
+        run_id=run_id,
+        mode="backtest",
+        code_hash="c" * 64,
+        data_version="dv",
+        symbols=symbols,
+    )
+
+
+def test_rows_one_per_decision_and_one_hold_per_silent_bar() -> None:
+    log = _log()
+    index = {"AAA": 0, "BBB": 1}
+    buy = check_decision(
+        {
+            "symbol": "AAA",
+            "action": "BUY",
+            "quantity": 5,
+            "confidence": 0.8,
+            "reasoning": "up",
+            "inputs": {"z": 1.5},
+        },
+        index,
+    )
+    bad = check_decision({"symbol": "ZZZ", "action": "BUY", "quantity": 5}, index)
+    log.add_bar(0, 0, cash=100.0, equity=100.0, positions="{}", data_read="{}")
+    log.add_bar(
+        1,
+        DAY,
+        cash=100.0,
+        equity=100.0,
+        positions="{}",
+        data_read='{"*":{"fields":["close"],"lookback":3}}',
+        decisions=[
+            LoggedDecision("r1-0000001-000", buy, "BUY", 5.0, 10.0),
+            LoggedDecision("r1-0000001-001", bad, "BUY", 5.0, None),
+        ],
+    )
+    log.add_bar(2, 2 * DAY, cash=50.0, equity=101.0, positions='{"AAA":5.0}', data_read="{}")
+    events = [
+        ("r1-0000001-000", {"type": "submitted", "order_id": 1}),
+        ("r1-0000001-000", {"type": "filled", "price": 10.0, "quantity": 5.0}),
+        ("r1-0000001-001", {"type": "rejected", "reason": "unknown symbol 'ZZZ'"}),
+    ]
+    frame = log.frame(events)
+    assert list(frame.columns) == FMEL_DECISIONS.column_names
+    assert frame["decision_point"].tolist() == [0, 1, 1, 2]
+    assert frame["action"].tolist() == ["HOLD", "BUY", "BUY", "HOLD"]
+    assert frame["symbol"].tolist() == [None, "AAA", "ZZZ", None]  # a silent multi-symbol bar has no symbol
+    assert frame["decision_id"].is_unique
+    assert frame["timestamp"].tolist() == list(pd.to_datetime([0, DAY, DAY, 2 * DAY], utc=True))
+    row = frame.iloc[1]
+    assert (row.quantity, row.price, row.confidence, row.reasoning) == (5.0, 10.0, 0.8, "up")
+    assert json.loads(row.inputs) == {"z": 1.5}
+    assert json.loads(row.data_read) == {"*": {"fields": ["close"], "lookback": 3}}
+    assert [e["type"] for e in json.loads(row.events)] == ["submitted", "filled"]
+    assert json.loads(frame.iloc[2].events)[0]["type"] == "rejected"
+    assert json.loads(frame.iloc[3].positions) == {"AAA": 5.0}
+    assert (frame["mode"] == "backtest").all() and (frame["user_id"] == "u1").all()
+    assert len(events_of(frame)) == 3
+
+
+def test_single_symbol_hold_rows_name_the_symbol_and_mode_is_checked() -> None:
+    log = _log(("AAA",))
+    log.add_bar(0, 0, cash=1.0, equity=1.0, positions="{}", data_read="{}")
+    assert log.frame()["symbol"].tolist() == ["AAA"]
+    with pytest.raises(ValueError, match="mode"):
+        DecisionLog(
+            agent_id="a",
+            user_id="u",
+            run_id="r",
+            mode="live",
+            code_hash="",
+            data_version="",
+            symbols=("AAA",),
+        )
+
+
+def test_table_is_registered_partitioned_and_clustered() -> None:
+    assert TABLES["fmel.trading_decisions"] is FMEL_DECISIONS
+    assert FMEL_DECISIONS.partition_by == "timestamp"
+    assert FMEL_DECISIONS.cluster_by == ("agent_id", "user_id")
+
+
+TRADER = """\
+from farm_dagster.sdk import Agent, buy, sell
+
+
+class Flipper(Agent):
+    def on_bar(self, ctx):
+        s = ctx.symbols[0]
+        ctx.sma(s, 3)
+        if ctx.bar_index == 2:
+            return buy(s, 10, confidence=0.6, reasoning="in", inputs={"sma3": ctx.sma(s, 3)})
+        if ctx.bar_index == 6:
+            return sell(s, 10, confidence=0.4, reasoning="out")
+        return None
+"""
+
+
+def test_backtest_rows_carry_portfolio_reads_and_order_and_trade_events() -> None:
+    panel = synthetic_panel(1, 12, seed=4)
+    result = run_backtest(
+        TRADER, panel, BacktestSettings(initial_cash=10_000), agent_id="flip", run_id="run-f", user_id="alice"
+    )
+    assert result.status == "completed"
+    rows = result.decisions
+    assert len(rows) == panel.n_bars  # one decision or HOLD per bar
+    assert rows["action"].tolist().count("HOLD") == panel.n_bars - 2
+    buy_row = rows[rows["action"] == "BUY"].iloc[0]
+    sell_row = rows[rows["action"] == "SELL"].iloc[0]
+    assert buy_row.decision_point == 2 and buy_row.price == panel.close[2, 0]
+    assert json.loads(buy_row.data_read) == {panel.symbols[0]: {"fields": ["close"], "lookback": 3}}
+    buy_events = json.loads(buy_row.events)
+    assert [e["type"] for e in buy_events] == ["submitted", "filled", "trade_opened"]
+    assert buy_events[1]["price"] == panel.open[3, 0] and buy_events[1]["quantity"] == 10
+    sell_events = json.loads(sell_row.events)
+    closed = next(e for e in sell_events if e["type"] == "trade_closed")
+    assert closed["pnl"] == pytest.approx(10 * (panel.open[7, 0] - panel.open[3, 0]))
+    assert closed["pnl"] == pytest.approx(result.trades["pnl"].iloc[0])
+    after_fill = rows[rows["decision_point"] == 4].iloc[0]
+    assert json.loads(after_fill.positions) == {panel.symbols[0]: 10.0}
+    assert after_fill.cash == pytest.approx(10_000 - 10 * panel.open[3, 0])
+    assert after_fill.equity == pytest.approx(after_fill.cash + 10 * panel.close[4, 0])
+    assert (rows["user_id"] == "alice").all() and (rows["code_hash"] == result.code_hash).all()
+    assert (rows["data_version"] == panel.data_version).all()
+
+
+def test_writer_batches_and_replaces_a_runs_rows(warehouse) -> None:
+    log = _log(run_id="run-w")
+    for t in range(25):
+        log.add_bar(t, t * DAY, cash=1.0, equity=1.0, positions="{}", data_read="{}")
+    frame = log.frame()
+    other = _log(run_id="run-x")
+    other.add_bar(0, 0, cash=1.0, equity=1.0, positions="{}", data_read="{}")
+    assert write_decisions(warehouse, other.frame()) == 1
+    assert write_decisions(warehouse, frame, batch_rows=7) == 25
+    assert write_decisions(warehouse, frame, batch_rows=10) == 25  # a re-run replaces, never duplicates
+    stored = warehouse.read(FMEL_DECISIONS, where={"run_id": "run-w"})
+    assert sorted(stored["decision_point"].tolist()) == list(range(25))
+    assert len(warehouse.read(FMEL_DECISIONS, where={"run_id": "run-x"})) == 1

@@ -1,0 +1,284 @@
+"""Native SDK: indicators against pandas/reference loops, Context views and reads, decisions, params,
+and the child host driven in-process through its real message handling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from farm_dagster.engine import host, protocol
+from farm_dagster.engine.broker import Broker
+from farm_dagster.engine.costs import BacktestSettings
+from farm_dagster.sdk import (
+    Agent,
+    Context,
+    Decision,
+    ParamError,
+    buy,
+    hold,
+    indicators,
+    sell,
+    target_percent,
+    target_shares,
+)
+from farm_dagster.sdk.context import History
+
+SYMBOLS = ("AAA", "BBB", "CCC")
+
+
+def _series(n: int = 300, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, (n, len(SYMBOLS))), axis=0))
+    x[[i for i in (5, 77, 78) if i < n], 1] = np.nan  # a few missing bars
+    return x
+
+
+def _context(x: np.ndarray) -> tuple[Context, History, Broker]:
+    history = History(x.shape[1], capacity=4)  # tiny: forces the buffer to grow
+    broker = Broker(SYMBOLS, BacktestSettings())
+    return Context(SYMBOLS, history, broker), history, broker
+
+
+def _feed(history: History, x: np.ndarray, t: int) -> None:
+    block = np.vstack([x[t], x[t], x[t], x[t], np.ones(x.shape[1])])
+    history.append(t * 86_400 * 10**9, block)
+
+
+def test_incremental_indicators_match_pandas_and_reference_bar_by_bar() -> None:
+    x = _series()
+    frame = pd.DataFrame(x)
+    ctx, history, _ = _context(x)
+    want_sma = frame.rolling(20).mean().to_numpy()
+    want_std = frame.rolling(15).std().to_numpy()
+    want_ema = frame.ewm(span=12, adjust=False, ignore_na=True).mean().to_numpy()
+    want_ret = (frame / frame.shift(5) - 1).to_numpy()
+    for t in range(len(x)):
+        _feed(history, x, t)
+        if t % 7:  # skipped bars: the EMA/RSI states must catch up on the next call
+            continue
+        np.testing.assert_allclose(ctx.sma(None, 20), want_sma[t], rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(ctx.rolling_std(None, 15), want_std[t], rtol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(ctx.ema(None, 12), want_ema[t], rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(ctx.returns(None, 5), want_ret[t], rtol=1e-12, equal_nan=True)
+        assert ctx.sma("CCC", 20) == pytest.approx(want_sma[t, 2], nan_ok=True)
+    np.testing.assert_allclose(indicators.sma(x, 20), want_sma, rtol=1e-9, equal_nan=True)
+
+
+def _wilder_reference(values: list[float], window: int) -> list[float]:
+    """Wilder's RSI written the textbook way, one value at a time."""
+    out, gains, losses, prev, avg_g, avg_l = [], [], [], None, 0.0, 0.0
+    for v in values:
+        if prev is not None and not math.isnan(v):
+            change = v - prev
+            g, l_ = max(change, 0.0), max(-change, 0.0)
+            if len(gains) < window:
+                gains.append(g)
+                losses.append(l_)
+                avg_g, avg_l = sum(gains) / window, sum(losses) / window
+            else:
+                avg_g, avg_l = (avg_g * (window - 1) + g) / window, (avg_l * (window - 1) + l_) / window
+        if not math.isnan(v):
+            prev = v
+        if len(gains) < window:
+            out.append(math.nan)
+        elif avg_l == 0:
+            out.append(100.0 if avg_g > 0 else 50.0)
+        else:
+            out.append(100 - 100 / (1 + avg_g / avg_l))
+    return out
+
+
+def test_rsi_is_wilders_rsi() -> None:
+    x = _series(200)
+    ctx, history, _ = _context(x)
+    got = []
+    for t in range(len(x)):
+        _feed(history, x, t)
+        got.append(ctx.rsi(None, 14))
+    got = np.array(got)
+    for j in range(len(SYMBOLS)):
+        np.testing.assert_allclose(
+            got[:, j], _wilder_reference(list(x[:, j]), 14), rtol=1e-10, equal_nan=True
+        )
+    np.testing.assert_allclose(indicators.rsi(x, 14), got, rtol=1e-12, equal_nan=True)
+    valid = got[~np.isnan(got)]
+    assert valid.min() >= 0 and valid.max() <= 100
+
+
+def test_context_sees_only_streamed_bars_read_only_and_records_reads() -> None:
+    x = _series(50)
+    ctx, history, _ = _context(x)
+    for t in range(10):
+        _feed(history, x, t)
+    closes = ctx.history("AAA")
+    assert len(closes) == 10 and closes[-1] == x[9, 0]
+    with pytest.raises(IndexError):
+        closes[10]  # noqa: B018 - the next bar does not exist
+    with pytest.raises(ValueError):
+        closes[0] = 1.0  # read-only view
+    assert ctx.history("BBB", "close", lookback=3).tolist() == pytest.approx(x[7:10, 1].tolist())
+    assert ctx.history_all("high", lookback=4).shape == (4, 3)
+    assert ctx.bar_index == 9 and ctx.time == pd.Timestamp(9 * 86_400 * 10**9, tz="UTC").to_pydatetime()
+    ctx.sma("CCC", 5)
+    reads = ctx._take_reads()
+    assert reads == {
+        "*": {"fields": ["high"], "lookback": 4},
+        "AAA": {"fields": ["close"], "lookback": None},
+        "BBB": {"fields": ["close"], "lookback": 3},
+        "CCC": {"fields": ["close"], "lookback": 5},
+    }
+    assert ctx._take_reads() == {}  # reset per bar
+    with pytest.raises(KeyError, match="unknown symbol"):
+        ctx.history("ZZZ")
+    with pytest.raises(KeyError, match="unknown field"):
+        ctx.history("AAA", "vwap")
+
+
+def test_decision_helpers_build_compact_wire_form() -> None:
+    d = buy(
+        "AAA",
+        np.int64(5),
+        limit=np.float64(9.5),
+        confidence=0.7,
+        reasoning="cheap",
+        inputs={"z": np.float64(-2.0), "gap": float("nan")},
+    )
+    assert d.to_wire() == {
+        "symbol": "AAA",
+        "action": "BUY",
+        "quantity": 5,
+        "limit_price": 9.5,
+        "confidence": 0.7,
+        "order_type": "limit",
+        "reasoning": "cheap",
+        "inputs": {"z": -2.0, "gap": None},
+    }
+    assert sell("AAA", 2).to_wire() == {"symbol": "AAA", "action": "SELL", "quantity": 2}
+    assert target_percent("AAA", 0.5).to_wire()["target_percent"] == 0.5
+    assert target_shares("AAA", -3).to_wire()["target_shares"] == -3
+    assert hold("AAA", confidence=0.2).to_wire() == {"symbol": "AAA", "action": "HOLD", "confidence": 0.2}
+    assert isinstance(d, Decision)
+    for wire in (d.to_wire(), sell("AAA", 2).to_wire(), hold("AAA").to_wire()):
+        assert protocol.check_decision(wire, {"AAA": 0}).reject_reason is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ({"symbol": "ZZZ", "action": "BUY", "quantity": 1}, "unknown symbol"),
+        ({"symbol": "AAA", "action": "BUY", "quantity": float("nan")}, "positive finite quantity"),
+        ({"symbol": "AAA", "action": "BUY", "quantity": -1}, "positive finite quantity"),
+        ({"symbol": "AAA", "action": "BUY", "quantity": "10"}, "positive finite quantity"),
+        ({"symbol": "AAA", "action": "HOLD", "confidence": 1.5}, "confidence"),
+        ({"symbol": "AAA", "action": "YOLO"}, "unknown action"),
+        ({"symbol": "AAA", "action": "TARGET"}, "exactly one"),
+        ({"symbol": "AAA", "action": "TARGET", "target_percent": 50}, "target_percent"),
+        ({"symbol": "AAA", "action": "BUY", "quantity": 1, "order_type": "limit"}, "limit_price"),
+        ({"symbol": "AAA", "action": "BUY", "quantity": 1, "inputs": {"x": [1, 2]}}, "input"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_check_decision_rejects_bad_fields_with_a_reason(raw: object, reason: str) -> None:
+    checked = protocol.check_decision(raw, {"AAA": 0})
+    assert checked.reject_reason is not None and reason in checked.reject_reason
+    assert not checked.is_order
+
+
+def test_declared_params_merge_and_reject_unknown_or_mistyped() -> None:
+    class Tuned(Agent):
+        params = {"fast": 10, "threshold": 0.5, "long_only": True}
+
+    assert Tuned().params == {"fast": 10, "threshold": 0.5, "long_only": True}
+    assert Tuned({"fast": 3, "threshold": 1}).params == {"fast": 3, "threshold": 1.0, "long_only": True}
+    with pytest.raises(ParamError, match="unknown parameter 'slow'"):
+        Tuned({"slow": 30})
+    with pytest.raises(ParamError, match="expects int"):
+        Tuned({"fast": "ten"})
+    with pytest.raises(ParamError, match="expects bool"):
+        Tuned({"long_only": 1})
+
+
+class _FakeChannel:
+    """The host's channel, fed from a list (the real pipes are covered by the engine tests)."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self.messages, self.sent = list(messages), []
+
+    def recv(self) -> bytes:
+        return self.messages.pop(0)
+
+    def send(self, payload: bytes) -> None:
+        self.sent.append(payload)
+
+
+AGENT = """\
+from farm_dagster.sdk import Agent, buy
+
+
+class Once(Agent):
+    params = {"qty": 1}
+
+    def setup(self, ctx):
+        self.calls = 0
+
+    def on_bar(self, ctx):
+        self.calls += 1
+        if self.calls == 2:
+            return buy("AAA", self.params["qty"], confidence=0.5, inputs={"sma": ctx.sma("AAA", 2)})
+        if self.calls == 4:
+            return 1 / 0
+        return None
+"""
+
+
+def _init(code: str, params: dict | None = None) -> bytes:
+    settings = BacktestSettings(params=params or {})
+    return protocol.encode_json(
+        protocol.INIT,
+        {"code": code, "filename": "once.py", "symbols": ["AAA"], "settings": settings.to_json()},
+    )
+
+
+def _bar(t: int, price: float) -> bytes:
+    return protocol.encode_bar(t, np.array([[price], [price], [price], [price], [1.0]]))
+
+
+def test_host_answers_each_bar_and_reports_agent_errors_with_their_line() -> None:
+    channel = _FakeChannel([_init(AGENT, {"qty": 7})] + [_bar(t, 10.0 + t) for t in range(5)])
+    host.main(channel)
+    kinds = [m[0] for m in channel.sent]
+    assert kinds == [
+        protocol.READY,
+        protocol.DECISIONS,
+        protocol.DECISIONS,
+        protocol.DECISIONS,
+        protocol.ERROR,
+    ]
+    assert protocol.decode_json(channel.sent[0])["params"] == {"qty": 7}
+    equity, body = protocol.decode_decisions(channel.sent[2])
+    assert body["decisions"] == [
+        {"symbol": "AAA", "action": "BUY", "quantity": 7, "confidence": 0.5, "inputs": {"sma": 10.5}}
+    ]
+    assert body["data_read"] == {"AAA": {"fields": ["close"], "lookback": 2}}
+    assert equity == 100_000
+    assert protocol.decode_decisions(channel.sent[1]) == (100_000, {})  # nothing decided, nothing read
+    error = protocol.decode_json(channel.sent[-1])
+    assert error["error_type"] == "ZeroDivisionError"
+    assert error["line"] == AGENT.splitlines().index("            return 1 / 0") + 1
+    assert (
+        error["traceback"][-1].startswith('File "once.py", line') and "return 1 / 0" in error["traceback"][-1]
+    )
+
+
+def test_host_reports_load_errors() -> None:
+    for code, kind in [("x = (\n", "SyntaxError"), ("x = 1\n", "AgentLoadError")]:
+        channel = _FakeChannel([_init(code)])
+        host.main(channel)
+        (message,) = channel.sent
+        assert message[0] == protocol.ERROR and protocol.decode_json(message)["error_type"] == kind
+    channel = _FakeChannel([_init(AGENT, {"nope": 1})])
+    host.main(channel)
+    assert "unknown parameter" in protocol.decode_json(channel.sent[0])["message"]
