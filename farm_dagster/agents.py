@@ -11,7 +11,6 @@ A re-submission of the same agent (new window, new data) puts it back to ``submi
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from farm_dagster.engine.identity import code_hash
 from farm_dagster.resources.base import NotFoundError, ObjectStore, OperationalStore
 
 AGENTS = "agents"
@@ -67,10 +67,6 @@ def now_iso() -> str:
 
 def code_key(agent_id: str) -> str:
     return f"agents/{agent_id}/agent.py"
-
-
-def code_hash(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()[:16]
 
 
 def _slug(name: str) -> str:

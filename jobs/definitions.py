@@ -33,6 +33,7 @@ refresh_leaderboard_job = dg.define_asset_job(
 )
 
 leaderboard_schedule = dg.ScheduleDefinition(
+    name="leaderboard_schedule",
     job=refresh_leaderboard_job,
     cron_schedule="*/15 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,

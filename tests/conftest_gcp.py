@@ -11,9 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import secrets
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from farm_dagster.local_redis import RedisStartError, start_redis_server
 from tests import gcp_emulators
 from tests.gcp_emulators import FIRESTORE, PUBSUB, EmulatorKind, RunningEmulator
 
@@ -70,42 +68,25 @@ class MemorystoreLike:
 @pytest.fixture(scope="session")
 def memorystore_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemorystoreLike]:
     """A real redis-server that, like a Memorystore instance, demands AUTH and TLS only."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run scripts/setup.sh (it installs Debian's redis-server)")
     workdir = tmp_path_factory.mktemp("memorystore")
     ca_path, cert_path, key_path = _make_certificates(workdir)
     auth = secrets.token_hex(16)
     port = gcp_emulators.free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port", "0",
-            "--tls-port", str(port),
-            "--bind", "127.0.0.1",
-            "--tls-cert-file", str(cert_path),
-            "--tls-key-file", str(key_path),
-            "--tls-ca-cert-file", str(ca_path),
-            "--tls-auth-clients", "no",
-            "--requirepass", auth,
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     client = redis.Redis(host="127.0.0.1", port=port, password=auth, ssl=True, ssl_ca_certs=str(ca_path))
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"redis-server with TLS did not start on port {port} (is it built with TLS?)")
-            time.sleep(0.05)
+    tls_args = [
+        "--port", "0",
+        "--tls-port", str(port),
+        "--bind", "127.0.0.1",
+        "--tls-cert-file", str(cert_path),
+        "--tls-key-file", str(key_path),
+        "--tls-ca-cert-file", str(ca_path),
+        "--tls-auth-clients", "no",
+        "--requirepass", auth,
+    ]  # fmt: skip
+    try:
+        proc = start_redis_server(workdir, tls_args, client)
+    except RedisStartError as exc:
+        pytest.fail(f"{exc} (is redis-server built with TLS?)")
     client.close()
     try:
         yield MemorystoreLike(f"rediss://127.0.0.1:{port}/0", auth, str(ca_path))

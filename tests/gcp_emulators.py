@@ -11,13 +11,14 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from farm_dagster.local_redis import free_port
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,6 @@ def unavailable_reason(kind: EmulatorKind) -> str | None:
     if shutil.which("java") is None:
         return f"the {kind.name} emulator needs a Java runtime and `java` is not on PATH"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(kind: EmulatorKind, log_dir: Path, timeout_seconds: float = 90.0) -> RunningEmulator:

@@ -88,7 +88,9 @@ def test_close_only_series_never_get_invented_high_low(real: pd.DataFrame) -> No
     # Flags are per series, never mixed inside one symbol.
     assert (real.groupby("symbol")["close_only"].nunique() == 1).all()
     assert set(full["source"]) == {SOURCE_BOKEH, SOURCE_ARCH}
-    assert not full["adjusted"].any()
+    # Stocks are back-adjusted for splits and dividends; index levels need no adjustment.
+    assert full.loc[full["source"] == SOURCE_BOKEH, "adjusted"].all()
+    assert not full.loc[full["source"] == SOURCE_ARCH, "adjusted"].any()
     assert close_only["adjusted"].all()
 
 
@@ -108,8 +110,18 @@ def test_values_match_the_packages(real: pd.DataFrame) -> None:
 
     ibm = real[real["symbol"] == "IBM"].reset_index(drop=True)
     assert len(ibm) == len(stocks.IBM["date"])
-    assert np.allclose(ibm["high"], stocks.IBM["high"])
+    factor = np.asarray(stocks.IBM["adj_close"]) / np.asarray(stocks.IBM["close"])
+    assert np.allclose(ibm["high"], np.asarray(stocks.IBM["high"]) * factor)
+    assert np.allclose(ibm["close"], stocks.IBM["adj_close"])
     assert ibm["timestamp"].iloc[-1] == pd.Timestamp(stocks.IBM["date"][-1], tz="UTC")
+
+    # The split is gone: AAPL's 2:1 split of 2005-02-28 no longer shows as a 50 % crash.
+    # (Real crashes stay: 2000-09-29's -52 % was an earnings warning, not a split.)
+    aapl = real[real["symbol"] == "AAPL"].set_index("timestamp")["close"].pct_change()
+    raw = pd.Series(stocks.AAPL["close"], index=pd.to_datetime(stocks.AAPL["date"], utc=True)).pct_change()
+    split_day = pd.Timestamp("2005-02-28", tz="UTC")
+    assert raw[split_day] < -0.45 and abs(aapl[split_day]) < 0.05
+    assert aapl[pd.Timestamp("2000-09-29", tz="UTC")] < -0.5
 
     comp = real[real["symbol"] == "COMP"].reset_index(drop=True)
     raw = nasdaq.load()
@@ -117,7 +129,8 @@ def test_values_match_the_packages(real: pd.DataFrame) -> None:
 
     adj = real[real["symbol"] == "MSFT.ADJ"].reset_index(drop=True)
     assert np.allclose(adj["close"], load_sp500_dataset()["MSFT"].to_numpy())
-    # The unadjusted OHLCV MSFT and the adjusted close-only MSFT.ADJ are different series.
+    # bokeh's adjusted OHLCV MSFT and skfolio's adjusted close-only MSFT.ADJ are different series
+    # (different vendors, adjusted as of different dates).
     msft = real[real["symbol"] == "MSFT"].set_index("timestamp")["close"]
     joined = adj.set_index("timestamp")["close"].reindex(msft.index)
     assert not np.allclose(msft, joined)

@@ -5,7 +5,7 @@ on real prices rather than only synthetic ones. Three installed packages carry r
 
 | key | package | symbols | kind |
 |---|---|---|---|
-| ``bokeh_stocks`` | bokeh-sampledata | AAPL, FB, GOOG, IBM, MSFT | OHLCV, unadjusted, 2000-2013 |
+| ``bokeh_stocks`` | bokeh-sampledata | AAPL, FB, GOOG, IBM, MSFT | OHLCV, split/dividend-adjusted, 2000-2013 |
 | ``arch_indices`` | arch | SPX (S&P 500), COMP (NASDAQ Composite) | index OHLCV, 1999-2018 |
 | ``skfolio_sp500`` | skfolio | 20 S&P 500 stocks (AAPL.ADJ, MSFT.ADJ, ...) | adjusted close only, 1990-2022 |
 | ``skfolio_sp500_index`` | skfolio | SP500 | index close only, 1990-2022 |
@@ -62,23 +62,31 @@ def close_only_name(symbol: str) -> str:
 
 
 def load_bokeh_stocks() -> pd.DataFrame:
-    """AAPL, FB, GOOG, IBM, MSFT daily OHLCV (unadjusted) from bokeh-sampledata."""
+    """AAPL, FB, GOOG, IBM, MSFT daily OHLCV from bokeh-sampledata, split- and dividend-adjusted.
+
+    The source's open/high/low/close are raw prices: a split shows up as a price crash (AAPL
+    halves on 2005-02-28) that would fire every trend agent's sell signal on an event that cost
+    holders nothing. Each bar is scaled by the source's own factor ``adj_close / close`` (volume
+    by its inverse), the usual back-adjustment; one positive factor per bar keeps
+    low <= open, close <= high exact, and the adjusted close equals the source's ``adj_close``.
+    """
     from bokeh_sampledata import stocks
 
     data = stocks.data
     frames = []
     for ticker, rows in data.groupby("ticker", sort=True):
+        factor = (rows["adj_close"] / rows["close"]).to_numpy()
         frames.append(
             ohlcv_frame(
                 str(ticker),
                 session_timestamps(rows["date"]),
-                open=rows["open"].to_numpy(),
-                high=rows["high"].to_numpy(),
-                low=rows["low"].to_numpy(),
-                close=rows["close"].to_numpy(),
-                volume=rows["volume"].to_numpy(),
+                open=rows["open"].to_numpy() * factor,
+                high=rows["high"].to_numpy() * factor,
+                low=rows["low"].to_numpy() * factor,
+                close=rows["close"].to_numpy() * factor,
+                volume=rows["volume"].to_numpy() / factor,
                 source=SOURCE_BOKEH,
-                adjusted=False,
+                adjusted=True,
             )
         )
     return concat_ohlcv(frames)
@@ -155,7 +163,8 @@ REAL_SOURCES: dict[str, RealSource] = {
             key="bokeh_stocks",
             source=SOURCE_BOKEH,
             package="bokeh-sampledata",
-            origin="Quandl WIKI Prices (archived copy), daily OHLCV unadjusted, 2000-03-01..2013-03-01; "
+            origin="Quandl WIKI Prices (archived copy), daily OHLCV back-adjusted for splits and dividends with "
+            "the source's adj_close, 2000-03-01..2013-03-01; "
             "GOOG is WIKI's pre-2014 GOOGL history.",
             licence="Public domain (Quandl WIKI publisher notice); loader code BSD-3-Clause.",
             loader=load_bokeh_stocks,

@@ -29,6 +29,14 @@ class NotFoundError(KeyError):
 class Warehouse(ConfigurableResource):
     """Analytical tables (``schema.table`` names, see :mod:`farm_dagster.resources.tables`)."""
 
+    @staticmethod
+    def conform(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame``'s columns in the table's order; a missing column is an error, not a NULL."""
+        missing = [c for c in spec.column_names if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{spec.name}: frame lacks column(s) {', '.join(missing)}")
+        return frame[spec.column_names]
+
     def ensure_table(self, spec: TableSpec) -> None:
         raise NotImplementedError
 
@@ -68,6 +76,14 @@ class Warehouse(ConfigurableResource):
 
 class ObjectStore(ConfigurableResource):
     """Blobs by key (``agents/<id>/code.py``, ``backtests/<run>/equity.png``)."""
+
+    @staticmethod
+    def clean_key(key: str) -> str:
+        """The one key rule of every backend: relative, no empty, '.' or '..' segment."""
+        clean = key.strip("/")
+        if not clean or any(part in ("", ".", "..") for part in clean.split("/")):
+            raise ValueError(f"invalid object key {key!r}")
+        return clean
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> str:
         """Store ``data`` under ``key``; returns the object's URI."""

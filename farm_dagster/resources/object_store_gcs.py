@@ -31,11 +31,7 @@ class GCSObjectStore(ObjectStore):
         return self._client
 
     def _name(self, key: str) -> str:
-        # Same key rules as the directory store, so a key valid in one profile is valid in both.
-        clean = key.strip("/")
-        if not clean or any(part in ("", ".", "..") for part in clean.split("/")):
-            raise ValueError(f"invalid object key {key!r}")
-        return f"{self.prefix}{clean}"
+        return f"{self.prefix}{self.clean_key(key)}"
 
     def _blob(self, key: str) -> storage.Blob:
         return self.client.bucket(self.bucket).blob(self._name(key))

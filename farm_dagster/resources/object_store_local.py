@@ -15,10 +15,7 @@ class LocalObjectStore(ObjectStore):
     root: str = Field(description="directory holding the objects")
 
     def _path(self, key: str) -> Path:
-        clean = key.strip("/")
-        if not clean or any(part in ("", ".", "..") for part in clean.split("/")):
-            raise ValueError(f"invalid object key {key!r}")
-        return Path(self.root) / clean
+        return Path(self.root) / self.clean_key(key)
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> str:
         path = self._path(key)

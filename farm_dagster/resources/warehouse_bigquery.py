@@ -108,10 +108,7 @@ class BigQueryWarehouse(Warehouse):
         replace_where: dict[str, Any] | None = None,
         replace_all: bool = False,
     ) -> int:
-        missing = [c for c in spec.column_names if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{spec.name}: frame lacks column(s) {', '.join(missing)}")
-        data = frame[spec.column_names]
+        data = self.conform(spec, frame)
         self.ensure_table(spec)
         if replace_all and not len(data):
             self._run(f"DELETE FROM {self._qualified(spec)} WHERE TRUE", [])

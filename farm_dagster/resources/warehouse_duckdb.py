@@ -84,10 +84,7 @@ class DuckDBWarehouse(Warehouse):
         replace_where: dict[str, Any] | None = None,
         replace_all: bool = False,
     ) -> int:
-        missing = [c for c in spec.column_names if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{spec.name}: frame lacks column(s) {', '.join(missing)}")
-        data = frame[spec.column_names]
+        data = self.conform(spec, frame)
         with self.connect() as con:
             self._ensure(con, spec)
             con.execute("BEGIN TRANSACTION")
