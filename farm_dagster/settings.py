@@ -33,7 +33,9 @@ class FarmSettings(BaseSettings):
     home: Path = Field(Path(".farm"), description="data home of the local profile")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="cache and (local) bus")
     redis_auth: SecretStr | None = Field(None, description="Memorystore AUTH string (gcp profile)")
-    redis_ca_cert: Path | None = Field(None, description="Memorystore server CA PEM, enables TLS (gcp profile)")
+    redis_ca_cert: Path | None = Field(
+        None, description="Memorystore server CA PEM, enables TLS (gcp profile)"
+    )
 
     gcp_project: str | None = Field(None, description="GCP project id (gcp profile)")
     bq_dataset_prefix: str = Field("", description="prefix for BigQuery datasets, e.g. 'dev_'")

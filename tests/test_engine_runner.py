@@ -208,3 +208,49 @@ def test_resource_limits_end_the_run_with_a_clear_status(
 def test_example_files_exist() -> None:
     for name in EXAMPLES:
         assert Path(PROJECT_ROOT / "examples" / name).is_file()
+
+
+def test_sandbox_process_reports_a_dead_child_with_its_stderr() -> None:
+    from farm_dagster.sandbox.process import SandboxCrashed, SandboxProcess
+
+    proc = SandboxProcess("farm_dagster.engine.host:no_such_entry", SandboxLimits(wall_seconds=60)).start()
+    try:
+        with pytest.raises(SandboxCrashed) as info:
+            proc.recv(timeout=30)
+    finally:
+        status = proc.close()
+    assert info.value.exit.returncode == 1 and info.value.exit.reason == "exited with code 1"
+    assert "no_such_entry" in info.value.exit.stderr_tail
+    assert status == info.value.exit
+
+
+def test_sandbox_process_names_the_signal_and_close_kills_the_group() -> None:
+    import os
+    import signal
+
+    from farm_dagster.engine import protocol
+    from farm_dagster.sandbox.process import SandboxCrashed, SandboxProcess, SandboxTimeout
+
+    killed = SandboxProcess(limits=SandboxLimits(wall_seconds=60)).start()
+    try:
+        with pytest.raises(SandboxTimeout):
+            killed.recv(timeout=0.3)  # waiting for INIT, it says nothing
+        os.kill(killed.pid, signal.SIGKILL)
+        with pytest.raises(SandboxCrashed) as info:
+            killed.recv(timeout=30)
+    finally:
+        killed.close()
+    assert info.value.exit.signal == "SIGKILL" and "killed" in info.value.exit.reason
+
+    alive = SandboxProcess(limits=SandboxLimits(wall_seconds=60)).start()
+    alive.send(
+        protocol.encode_json(
+            protocol.INIT,
+            {"code": "x = (", "filename": "f.py", "symbols": ["A"], "settings": BacktestSettings().to_json()},
+        )
+    )
+    assert alive.recv(timeout=30)[0] == protocol.ERROR
+    pid = alive.pid
+    alive.close()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # nothing of the group is left

@@ -1,6 +1,10 @@
 """The hostile-agent corpus (tests/hostile_agents): every agent is refused by validation, naming the
 rule and line, and, run with validation bypassed, is contained by the sandbox alone with a clear
-status; a normal agent runs right after each one.
+status; a normal agent runs right after each one, with the same results as on its own.
+
+Part of the corpus reads real future prices from files (data packages in site-packages, the
+warehouse in the data home): the sandbox's read allow-list must stop them while the past, served
+bar by bar, still reaches every example agent.
 
 Each hostile file states what must happen in its first line:
 ``# expect: rule=<rule|none> line=<n> status=<run status> error=<error type> match=<text in message>``.
@@ -8,6 +12,7 @@ Each hostile file states what must happen in its first line:
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, replace
@@ -15,12 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 
 from farm_dagster.engine.costs import BacktestSettings
+from farm_dagster.engine.result import BacktestResult
 from farm_dagster.engine.runner import run_backtest
 from farm_dagster.market_data.panel import BarPanel
+from farm_dagster.market_data.schema import ohlcv_frame
+from farm_dagster.market_data.sources import load_bokeh_stocks
+from farm_dagster.market_data.store import read_ohlcv, write_ohlcv
+from farm_dagster.resources.warehouse_duckdb import DuckDBWarehouse
 from farm_dagster.sandbox.limits import SandboxLimits
+from farm_dagster.settings import FarmSettings, load_settings
 from farm_dagster.validation import validate_agent_code
 
 CORPUS = Path(__file__).parent / "hostile_agents"
@@ -60,6 +72,13 @@ def _expect(path: Path) -> Expect:
 
 
 HOSTILE = sorted(CORPUS.glob("*.py"))
+SITE_PACKAGES = Path(np.get_include()).parents[2]  # how the corpus finds it too
+DATA_FILES = {  # real price histories shipped inside packages: the future, seen from any backtest
+    "bokeh": SITE_PACKAGES / "bokeh_sampledata" / "_data" / "stocks.csv.gz",
+    "arch": SITE_PACKAGES / "arch" / "data" / "sp500" / "sp500.csv.gz",
+    "skfolio": SITE_PACKAGES / "skfolio" / "datasets" / "data" / "sp500_dataset.csv.gz",
+}
+HOME_TOKEN = "FARM_HOME_DIR"  # replaced in the corpus by the path of a real data home
 
 
 def _panel(n: int = 40) -> BarPanel:
@@ -69,11 +88,35 @@ def _panel(n: int = 40) -> BarPanel:
     return BarPanel(ts, ("AAA", "BBB"), close, close * 1.01, close * 0.99, close, np.full((n, 2), 1e6))
 
 
-def _run(code: str, filename: str, *, prevalidate: bool, wall: float | None = None):
+def make_data_home(home: Path, monkeypatch: pytest.MonkeyPatch, panel: BarPanel) -> FarmSettings:
+    """A real data home (FARM_HOME and DAGSTER_HOME exported) whose DuckDB warehouse holds every
+    bar of ``panel``: what an agent reading it would learn is the future of its own run."""
+    monkeypatch.setenv("FARM_HOME", str(home))
+    settings = load_settings()
+    monkeypatch.setenv("DAGSTER_HOME", str(settings.dagster_home))
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    (settings.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    frames = [
+        ohlcv_frame(
+            symbol,
+            panel.index,
+            **{f: getattr(panel, f)[:, i] for f in ("open", "high", "low", "close", "volume")},
+            source="hostile-test",
+            adjusted=False,
+        )
+        for i, symbol in enumerate(panel.symbols)
+    ]
+    write_ohlcv(DuckDBWarehouse(path=str(settings.warehouse_path)), pd.concat(frames, ignore_index=True))
+    return settings
+
+
+def _run(
+    code: str, filename: str, *, prevalidate: bool, wall: float | None = None, panel: BarPanel | None = None
+):
     limits = LIMITS if wall is None else replace(LIMITS, wall_seconds=wall)
     return run_backtest(
         code,
-        _panel(),
+        panel or _panel(),
         BacktestSettings(),
         agent_id="hostile",
         run_id=f"run-{filename}",
@@ -99,8 +142,31 @@ def test_corpus_covers_the_issue_list() -> None:
         "getattr_import",
         "output_spam",
         "sleep_forever",
+        "read_prices_open",
+        "read_prices_pandas",
+        "read_prices_polars",
+        "read_arch_data",
+        "read_skfolio_data",
+        "read_warehouse",
     }
     assert wanted <= names
+
+
+@functools.cache
+def _normal_run() -> BacktestResult:
+    """buy_and_hold on its own: what it must still produce right after any hostile run."""
+    return _run((EXAMPLES / "buy_and_hold.py").read_text(), "buy_and_hold.py", prevalidate=True)
+
+
+def test_the_files_the_corpus_reads_hold_real_prices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside the sandbox the targets exist and are readable, so the refusals below mean
+    something (a package update moving a file would otherwise make them pass vacuously)."""
+    for name, path in DATA_FILES.items():
+        frame = pl.read_csv(path)
+        assert frame.height > 1000, name
+    settings = make_data_home(tmp_path / "farm-home", monkeypatch, _panel())
+    stored = read_ohlcv(DuckDBWarehouse(path=str(settings.warehouse_path)), ["AAA"])
+    assert len(stored) == _panel().n_bars
 
 
 @pytest.mark.parametrize("path", HOSTILE, ids=[p.stem for p in HOSTILE])
@@ -118,12 +184,18 @@ def test_validation_names_rule_and_line(path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", HOSTILE, ids=[p.stem for p in HOSTILE])
-def test_sandbox_contains_it_without_validation(path: Path) -> None:
+def test_sandbox_contains_it_without_validation(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     expect = _expect(path)
     for leftover in TOUCHED:
         if os.path.exists(leftover):
             os.remove(leftover)
     code = path.read_text()
+    if HOME_TOKEN in code:  # a real data home, exported as FARM_HOME for the run
+        settings = make_data_home(tmp_path / "farm-home", monkeypatch, _panel())
+        code = code.replace(HOME_TOKEN, str(settings.home_dir))
+        assert settings.warehouse_path.is_file()
     result = _run(code, path.name, prevalidate=False, wall=expect.wall)
     assert result.status in expect.status, (result.status, result.error)
     assert not [p for p in TOUCHED if os.path.exists(p)], "the agent changed the host's files"
@@ -144,6 +216,32 @@ def test_sandbox_contains_it_without_validation(path: Path) -> None:
     normal = _run((EXAMPLES / "buy_and_hold.py").read_text(), "buy_and_hold.py", prevalidate=True)
     assert normal.status == "completed", normal.error
     assert normal.equity["equity"].iloc[-1] > 0
+    pd.testing.assert_frame_equal(normal.equity, _normal_run().equity)
+    pd.testing.assert_frame_equal(normal.fills, _normal_run().fills)
+
+
+@functools.cache
+def _real_window() -> BarPanel:
+    """2010 of the real bokeh stocks, loaded by the trusted parent (the past, streamed bar by bar)."""
+    frame = load_bokeh_stocks()
+    window = frame[(frame["timestamp"] >= "2010-01-01") & (frame["timestamp"] < "2011-01-01")]
+    return BarPanel.from_long(window, ["AAPL", "GOOG", "IBM", "MSFT"])
+
+
+EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.py"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", EXAMPLE_FILES)
+def test_examples_still_read_the_past_on_real_data(example: str) -> None:
+    """The narrowed read allow-list takes nothing an agent legitimately needs: every example
+    agent (native and backtrader) runs to the end on a real window and acts on what it saw."""
+    panel = _real_window()
+    result = _run((EXAMPLES / example).read_text(), example, prevalidate=True, panel=panel)
+    assert result.status == "completed", result.error
+    assert len(result.equity) == panel.n_bars
+    assert len(result.fills) > 0  # it traded on the prices it was shown
+    assert result.metrics
 
 
 def test_rejected_run_never_starts_a_sandbox() -> None:

@@ -1,6 +1,10 @@
 """lock_down in real child processes: first through the sandbox bootstrap with every layer (the
 probe entry runs snippets as agent code would), then each kernel layer on its own, with the audit
-hook left out, to show it holds without the Python-level layer."""
+hook left out, to show it holds without the Python-level layer.
+
+The read allow-list is checked both ways: data that would be the future of a backtest (price
+files shipped in packages, the data home's warehouse) is unreadable by Python and native readers
+alike, and the libraries agents run on stay readable."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import pytest
 
 from farm_dagster.sandbox.limits import SandboxLimits
 from farm_dagster.sandbox.process import SandboxCrashed, SandboxProcess
+from tests.test_hostile_corpus import DATA_FILES, SITE_PACKAGES, _panel, make_data_home
 
 LIMITS = SandboxLimits(cpu_seconds=1, memory_mb=512, wall_seconds=20)
 PROJECT = Path(__file__).resolve().parents[1]
@@ -95,6 +100,79 @@ def test_allowed_libraries_still_work(probe: Probe) -> None:
         assert answer["result"] == want, (code, answer)
 
 
+def _within(path: str, root: Path) -> bool:
+    return path == str(root) or path.startswith(f"{root}{os.sep}")
+
+
+def test_read_allow_list_names_packages_not_site_packages(probe: Probe) -> None:
+    readable, listable = probe.report["readable"], probe.report["listable"]
+    site = str(SITE_PACKAGES)
+    for needed in ("numpy", "pandas", "polars", "backtrader", "dateutil", "pytz"):
+        assert f"{site}/{needed}" in readable, needed
+    assert any(p.startswith(f"{site}/_polars_runtime") for p in readable)  # polars' native half
+    assert str(PROJECT / "farm_dagster") in readable
+    for data_package in ("bokeh_sampledata", "arch", "skfolio", "pyarrow", "scipy"):
+        assert not [p for p in readable if _within(p, SITE_PACKAGES / data_package)], data_package
+    for tree in (SITE_PACKAGES, PROJECT):  # their other entries: data packages, the data home, tests
+        assert not [p for p in readable if _within(str(tree), Path(p))], tree
+    own = (PROJECT / "farm_dagster", SITE_PACKAGES)  # the venv may live in the repository
+    assert not [p for p in readable if _within(p, PROJECT) and not any(_within(p, o) for o in own)]
+    assert not [p for p in readable if p == "/tmp" or p.startswith("/tmp/") or p.startswith("/proc")]
+    assert site in listable and str(PROJECT) not in listable  # names only, to find modules
+
+
+READERS = """
+import numpy as np, polars as pl
+result = {}
+for name, path in TARGETS.items():
+    for reader, read in {
+        "open": lambda p: open(p, "rb").read(16),
+        "numpy": lambda p: np.fromfile(p, dtype=np.uint8, count=16),
+        "polars": lambda p: pl.read_csv(p, has_header=False, truncate_ragged_lines=True),
+        "polars_scan": lambda p: pl.scan_csv(p, has_header=False).collect(),
+    }.items():
+        try:
+            read(path)
+            result[name + "/" + reader] = "READ"
+        except Exception as exc:
+            result[name + "/" + reader] = type(exc).__name__
+"""
+
+
+def test_future_data_is_unreadable_by_python_and_native_readers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_data_home(tmp_path / "farm-home", monkeypatch, _panel())
+    stray = tmp_path / "prices.csv"  # a test tmp dir, as a worker of the test suite would leave
+    stray.write_text("close\n1.0\n2.0\n")
+    targets = {name: str(path) for name, path in DATA_FILES.items()} | {
+        "warehouse": str(settings.warehouse_path),
+        "dagster_home": str(settings.dagster_home / "dagster.yaml"),
+        "repository": str(PROJECT / "pyproject.toml"),
+        "tmp": str(stray),
+    }
+    assert all(os.path.isfile(p) for p in targets.values())  # readable here, outside the sandbox
+    probe = Probe()
+    try:
+        answer = probe.run(f"TARGETS = {targets!r}\n" + READERS)
+    finally:
+        probe.proc.close()
+    assert answer["ok"], answer
+    outcomes = eval(answer["result"])  # noqa: S307 - the repr of a dict of str built by the snippet
+    assert len(outcomes) == 4 * len(targets)
+    assert set(outcomes.values()) <= {"SandboxViolation", "PermissionError"}, outcomes
+    # native readers raise no audit event: their refusal is the kernel's (a plain PermissionError)
+    assert outcomes["bokeh/polars"] == outcomes["warehouse/polars"] == "PermissionError"
+
+
+def test_unreadable_packages_import_as_not_found(probe: Probe) -> None:
+    # pandas probes pyarrow with `except ImportError`; an unreadable package must look absent
+    answer = probe.run("import pandas as pd; result = float(pd.Series([1.0, 3.0]).mean())")
+    assert answer["ok"] and answer["result"] == "2.0", answer
+    trusted_import = "import logging; logging.sys.modules['importlib'].import_module('pyarrow')"
+    _denied(probe.run(trusted_import), "SandboxImportDenied", "pyarrow")
+
+
 def test_memory_bomb_gets_a_memory_error_and_the_process_survives(probe: Probe) -> None:
     _denied(probe.run("hoard = [bytearray(50_000_000) for _ in range(100)]"), "MemoryError", "")
     assert probe.run("result = sum(range(10))")["result"] == "45"
@@ -126,7 +204,7 @@ def attempt(name, fn):
         fn()
         out[name] = "allowed"
     except OSError as exc:
-        out[name] = errno.errorcode.get(exc.errno, str(exc.errno))
+        out[name] = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno else type(exc).__name__
 
 attempt("socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
 attempt("unix_socket", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
@@ -134,6 +212,10 @@ attempt("write_tmp", lambda: open("/tmp/farm-kernel-only-x", "w"))
 attempt("read_passwd", lambda: open("/etc/passwd").read())
 attempt("read_project", lambda: open(os.path.join(sys.argv[1], "pyproject.toml")).read())
 attempt("read_numpy", lambda: open(numpy.__file__).read())
+attempt("read_prices", lambda: open(sys.argv[2], "rb").read(16))
+attempt("read_warehouse", lambda: open(sys.argv[3], "rb").read(16))
+import polars as pl  # imported after the lockdown, as agents do: its files stay readable
+attempt("polars_read_prices", lambda: pl.read_csv(sys.argv[2]))
 
 def fork():
     pid = os.fork()
@@ -148,9 +230,10 @@ sys.stdout.write(json.dumps(out))
 """
 
 
-def test_kernel_layers_hold_without_the_audit_hook() -> None:
+def test_kernel_layers_hold_without_the_audit_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    warehouse = make_data_home(tmp_path / "farm-home", monkeypatch, _panel()).warehouse_path
     proc = subprocess.run(
-        [sys.executable, "-c", KERNEL_ONLY, str(PROJECT)],
+        [sys.executable, "-c", KERNEL_ONLY, str(PROJECT), str(DATA_FILES["bokeh"]), str(warehouse)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -163,6 +246,8 @@ def test_kernel_layers_hold_without_the_audit_hook() -> None:
     assert out["socket"] == "EPERM" and out["unix_socket"] == "EPERM"  # seccomp
     assert out["write_tmp"] == "EACCES" and not os.path.exists("/tmp/farm-kernel-only-x")  # Landlock
     assert out["read_passwd"] == "EACCES" and out["read_project"] == "EACCES"  # Landlock
+    assert out["read_prices"] == out["read_warehouse"] == "EACCES"  # Landlock: data stays out
+    assert out["polars_read_prices"] == "PermissionError"  # polars' native read: no audit event
     assert out["read_numpy"] == "allowed"  # the trusted installation stays readable
     assert out["fork"] == "EPERM" and out["exec"] == "EPERM"  # seccomp
     assert out["signal_parent"] == "EPERM"  # Landlock signal scope / other uid

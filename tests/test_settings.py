@@ -14,7 +14,13 @@ from farm_dagster.settings import Profile, SettingsError, load_settings
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("FARM_PROFILE", "FARM_GCP_PROJECT", "FARM_GCS_BUCKET", "FARM_HOME", "FARM_SANDBOX_CPU_SECONDS"):
+    for var in (
+        "FARM_PROFILE",
+        "FARM_GCP_PROJECT",
+        "FARM_GCS_BUCKET",
+        "FARM_HOME",
+        "FARM_SANDBOX_CPU_SECONDS",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 

@@ -17,15 +17,17 @@ handled one by one because they are sparse. Fill rules (the honest-fill contract
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[attr-defined]
 from typing import Any
 
 import numpy as np
 
 from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.protocol import CheckedDecision
+from farm_dagster.engine.protocol import dumps as _dumps
 
 _NS_PER_YEAR = 365.25 * 24 * 3600 * 1e9
 _EPS = 1e-9
@@ -34,6 +36,16 @@ _EPS = 1e-9
 def iso(ts_ns: int) -> str:
     """ISO-8601 UTC text of a bar time (second precision, the FMEL event time)."""
     return datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_many(ts_ns: Iterable[int]) -> dict[int, str]:
+    """{ts_ns: :func:`iso` text} for many bar times at once (one numpy call, not one per event)."""
+    unique = np.unique(np.fromiter(ts_ns, dtype=np.int64))
+    if not unique.size:
+        return {}
+    seconds = np.floor_divide(unique, 1_000_000_000).astype("datetime64[s]")
+    texts = np.char.add(np.datetime_as_string(seconds, unit="s"), "Z")
+    return dict(zip(unique.tolist(), texts.tolist(), strict=True))
 
 
 @dataclass(slots=True)
@@ -48,7 +60,7 @@ class Order:
     order_type: str
     limit_price: float | None
     submitted_bar: int
-    events: list[dict[str, Any]]  # this decision's FMEL events (shared by its trades)
+    events: list[Any]  # this decision's FMEL events (shared by its trades), see ``event_dict``
 
 
 @dataclass(slots=True)
@@ -86,6 +98,120 @@ class Trade:
         return self.exit_notional / self.exit_quantity if self.exit_quantity else math.nan
 
 
+# Events are kept as tuples ``(type, ts_ns, *fields)`` while the run goes (a dict and a time text
+# per event cost more than the accounting) and become FMEL's JSON objects once, at the end.
+EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "submitted": ("order_id", "", "order_type", "limit_price"),  # "" = the size field, named in the tuple
+    "cancelled": ("order_id", "reason"),
+    "rejected": ("order_id", "reason"),
+    "rejected_decision": ("reason",),  # a decision that failed the field checks (no order)
+    "filled": ("order_id", "price", "quantity", "side", "commission"),
+    "trade_closed": ("symbol", "direction", "quantity", "entry_price", "exit_price", "pnl"),
+    "trade_opened": ("symbol", "direction", "quantity", "price"),
+}
+
+
+def event_dict(event: Any, time: str | None = None) -> dict[str, Any]:
+    """The FMEL object of one event (dicts pass through: callers may log their own)."""
+    if isinstance(event, dict):
+        return event
+    kind, ts_ns = event[0], event[1]
+    out: dict[str, Any] = {"type": "rejected" if kind == "rejected_decision" else kind}
+    out["time"] = time if time is not None else iso(ts_ns)
+    if kind == "submitted":
+        _, _, order_id, size_name, size, order_type, limit_price = event
+        out["order_id"] = order_id
+        out[size_name] = size
+        out["order_type"] = order_type
+        if limit_price is not None:
+            out["limit_price"] = limit_price
+        return out
+    out.update(zip(EVENT_FIELDS[kind], event[2:], strict=True))
+    return out
+
+
+_PLAIN = (float, int)
+
+
+def _plain_numbers(values: tuple[Any, ...]) -> bool:
+    """True when every value prints the same with ``%r`` as in JSON (finite float or int)."""
+    for v in values:
+        kind = type(v)
+        if kind is float:
+            if v - v != 0.0:
+                return False
+        elif kind is not int:
+            return False
+    return True
+
+
+def event_json(event: Any, time: str) -> str:
+    """JSON text of one event, byte-identical to ``protocol.dumps(event_dict(event, time))``.
+
+    Common events are formatted from templates (``%r`` of a finite float or an int is its JSON
+    text); anything unusual goes through the JSON encoder.
+    """
+    if type(event) is tuple:
+        kind = event[0]
+        if kind == "filled":
+            _, _, order_id, price, qty, side, commission = event
+            if (
+                type(order_id) is int
+                and type(price) is float
+                and type(qty) is float
+                and type(commission) is float
+                and price - price + qty - qty + commission - commission == 0.0
+                and (side == "BUY" or side == "SELL")
+            ):
+                return (
+                    f'{{"type":"filled","time":"{time}","order_id":{order_id!r},"price":{price!r},'
+                    f'"quantity":{qty!r},"side":"{side}","commission":{commission!r}}}'
+                )
+        elif kind == "submitted":
+            _, _, order_id, size_name, size, order_type, limit_price = event
+            if (
+                limit_price is None
+                and order_type == "market"
+                and type(order_id) is int
+                and type(size) is float
+                and size - size == 0.0
+            ):
+                return (
+                    f'{{"type":"submitted","time":"{time}","order_id":{order_id!r},"{size_name}":{size!r},'
+                    f'"order_type":"market"}}'
+                )
+        elif kind == "cancelled" or kind == "rejected":
+            _, _, order_id, reason = event
+            if type(order_id) is int and type(reason) is str:
+                return f'{{"type":"{kind}","time":"{time}","order_id":{order_id!r},"reason":{_json_str(reason)}}}'
+        elif kind == "trade_opened":
+            _, _, symbol, direction, qty, price = event
+            if type(symbol) is str and _plain_numbers((qty, price)):
+                return (
+                    f'{{"type":"trade_opened","time":"{time}","symbol":{_json_str(symbol)},'
+                    f'"direction":"{direction}","quantity":{qty!r},"price":{price!r}}}'
+                )
+        elif kind == "trade_closed":
+            _, _, symbol, direction, qty, entry, exit_, pnl = event
+            if type(symbol) is str and _plain_numbers((qty, entry, exit_, pnl)):
+                return (
+                    f'{{"type":"trade_closed","time":"{time}","symbol":{_json_str(symbol)},'
+                    f'"direction":"{direction}","quantity":{qty!r},"entry_price":{entry!r},'
+                    f'"exit_price":{exit_!r},"pnl":{pnl!r}}}'
+                )
+    return _dumps(event_dict(event, time))
+
+
+def events_json(events: list[Any], times: dict[int, str]) -> str:
+    """JSON array text of one decision's events; ``times`` maps ts_ns to its :func:`iso` text."""
+    if len(events) == 1:
+        event = events[0]
+        return "[" + (event_json(event, times[event[1]]) if type(event) is tuple else _dumps(event)) + "]"
+    return (
+        "[" + ",".join([event_json(e, times[e[1]]) if type(e) is tuple else _dumps(e) for e in events]) + "]"
+    )
+
+
 class Broker:
     """Cash, positions, pending orders, fills and round-trip trades of one run."""
 
@@ -101,71 +227,69 @@ class Broker:
         self.positions_value = 0.0
         self.equity = self.cash
         self.pending: list[Order] = []
-        self.fills: list[Fill] = []
+        self._fills: list[tuple[Any, ...]] = []  # Fill fields, as tuples (see ``fills``)
+        self._fill_objects: list[Fill] = []
         self.trades: list[Trade] = []
         self.open_trades: dict[int, Trade] = {}
-        self.event_log: dict[str | None, list[dict[str, Any]]] = {}  # decision id -> its events
+        self._event_log: dict[str | None, list[Any]] = {}  # decision id -> its events (tuples)
         self.borrow_paid = 0.0
         self._index = {s: i for i, s in enumerate(self.symbols)}
         self._borrow = settings.borrow_rate_annual > 0
         self._next_order_id = 1
-        self._iso_ts = -1
-        self._iso_text = ""
         self._prev_ts: int | None = None
         self._bar = -1
-
-    def _iso(self, ts_ns: int) -> str:
-        """Event time text; every event of a bar shares it, so keep the last one."""
-        if ts_ns != self._iso_ts:
-            self._iso_ts, self._iso_text = ts_ns, iso(ts_ns)
-        return self._iso_text
 
     # ----------------------------------------------------------------- orders
     def submit(
         self, decision: CheckedDecision, decision_id: str | None, bar: int, ts_ns: int
     ) -> Order | None:
         """Queue an accepted order decided on ``bar``; it is eligible from ``bar + 1``."""
-        if not decision.is_order:
+        if decision.reject_reason is not None or decision.action == "HOLD":
             return None
-        order = Order(
-            order_id=self._next_order_id,
-            decision_id=decision_id,
-            index=self._index[decision.symbol],  # type: ignore[index]
-            action=decision.action,
-            quantity=decision.quantity,
-            target_shares=decision.target_shares,
-            target_percent=decision.target_percent,
-            order_type=decision.order_type,
-            limit_price=decision.limit_price,
-            submitted_bar=bar,
-            events=self.bucket(decision_id) if self.record else [],
-        )
-        self._next_order_id += 1
-        self.pending.append(order)
+        index = self._index[decision.symbol]  # type: ignore[index]
+        order_id = self._next_order_id
+        self._next_order_id = order_id + 1
+        quantity, shares, percent = decision.quantity, decision.target_shares, decision.target_percent
         if self.record:
-            event = {"type": "submitted", "time": self._iso(ts_ns), "order_id": order.order_id}
-            if order.quantity is not None:
-                event["quantity"] = order.quantity
-            elif order.target_shares is not None:
-                event["target_shares"] = order.target_shares
+            events = self._event_log.get(decision_id)
+            if events is None:
+                events = self._event_log[decision_id] = []
+            if quantity is not None:
+                size_name, size = "quantity", quantity
+            elif shares is not None:
+                size_name, size = "target_shares", shares
             else:
-                event["target_percent"] = order.target_percent
-            event["order_type"] = order.order_type
-            if order.limit_price is not None:
-                event["limit_price"] = order.limit_price
-            order.events.append(event)
+                size_name, size = "target_percent", percent
+            events.append(
+                ("submitted", ts_ns, order_id, size_name, size, decision.order_type, decision.limit_price)
+            )
+        else:
+            events = []
+        order = Order(
+            order_id,
+            decision_id,
+            index,
+            decision.action,
+            quantity,
+            shares,
+            percent,
+            decision.order_type,
+            decision.limit_price,
+            bar,
+            events,
+        )
+        self.pending.append(order)
         return order
+
+    def reject_decision(self, decision_id: str | None, ts_ns: int, reason: str) -> None:
+        """Log that a decision failed the field checks (it never became an order)."""
+        if self.record:
+            self.bucket(decision_id).append(("rejected_decision", ts_ns, reason))
 
     def cancel_all(self, ts_ns: int, reason: str) -> None:
         if self.record:
             for order in self.pending:
-                event = {
-                    "type": "cancelled",
-                    "time": self._iso(ts_ns),
-                    "order_id": order.order_id,
-                    "reason": reason,
-                }
-                order.events.append(event)
+                order.events.append(("cancelled", ts_ns, order.order_id, reason))
         self.pending.clear()
 
     # -------------------------------------------------------------------- bar
@@ -193,7 +317,8 @@ class Broker:
             open_l, high_l, low_l = block[0].tolist(), block[1].tolist(), block[2].tolist()
         else:
             open_l, high_l, low_l = block[0], block[1], block[2]
-        marks: np.ndarray | None = None
+        held: list[float] | None = None
+        equity_now: float | None = None
         ready: list[tuple[Order, float, float]] = []  # (order, delta shares, base price)
         waiting: list[Order] = []
         for order in self.pending:
@@ -213,26 +338,29 @@ class Broker:
                 else:
                     waiting.append(order)
                     continue
-            if order.action == "BUY":
+            action = order.action
+            if action == "BUY":
                 delta = order.quantity
-            elif order.action == "SELL":
+            elif action == "SELL":
                 delta = -order.quantity
             else:
+                if held is None:  # positions before this bar's fills, for every order of the bar
+                    held = self.positions.tolist()
                 if order.target_shares is not None:
                     target = order.target_shares
                 else:
-                    if marks is None:
+                    if equity_now is None:
                         marks = np.where(opens == opens, opens, self.last_price)
                         equity_now = self.cash + float(self.positions @ marks)
                     target = math.trunc(order.target_percent * equity_now / base)
-                delta = target - float(self.positions[i])
+                delta = target - held[i]
             ready.append((order, delta, base))
         self.pending = waiting
         ready.sort(key=_buys_last)  # sells first, stable within each group
-        highs, lows = block[1], block[2]
+        execute = self._execute
         for order, delta, base in ready:
             i = order.index
-            self._execute(order, delta, base, ts_ns, float(highs[i]), float(lows[i]))
+            execute(order, delta, base, ts_ns, float(high_l[i]), float(low_l[i]))
 
     def _direction(self, order: Order) -> int:
         if order.action == "BUY":
@@ -248,9 +376,10 @@ class Broker:
 
     def _execute(self, order: Order, delta: float, base: float, ts_ns: int, high: float, low: float) -> None:
         i = order.index
-        pos = float(self.positions[i])
+        positions = self.positions
+        pos = float(positions[i])
         if abs(delta) < _EPS:
-            self._event(order, ts_ns, "cancelled", reason="already at target")
+            self._event(order, ts_ns, "cancelled", "already at target")
             return
         side = 1 if delta > 0 else -1
         costs = self.costs
@@ -265,10 +394,7 @@ class Broker:
             price = high
         if side < 0 and not self.settings.allow_short and pos + delta < -_EPS:
             self._event(
-                order,
-                ts_ns,
-                "rejected",
-                reason=f"short selling is disabled: position {pos:g}, sell {-delta:g}",
+                order, ts_ns, "rejected", f"short selling is disabled: position {pos:g}, sell {-delta:g}"
             )
             return
         qty = abs(delta)
@@ -280,41 +406,29 @@ class Broker:
             if qty <= 0 or qty * price + commission > self.cash + _EPS:
                 need = abs(delta) * price + costs.commission(abs(delta), price)
                 self._event(
-                    order,
-                    ts_ns,
-                    "rejected",
-                    reason=f"insufficient cash: need {need:.2f}, have {self.cash:.2f}",
+                    order, ts_ns, "rejected", f"insufficient cash: need {need:.2f}, have {self.cash:.2f}"
                 )
                 return
             delta = qty
         self.cash -= side * qty * price + commission
-        self.positions[i] = pos + delta
+        positions[i] = pos + delta
         if not self.record:
             return
-        symbol = self.symbols[i]
-        fill = Fill(
-            order.order_id,
-            order.decision_id,
-            ts_ns,
-            symbol,
-            "BUY" if side > 0 else "SELL",
-            qty,
-            price,
-            commission,
-            abs(price - base) * qty,
+        side_text = "BUY" if side > 0 else "SELL"
+        self._fills.append(
+            (
+                order.order_id,
+                order.decision_id,
+                ts_ns,
+                self.symbols[i],
+                side_text,
+                qty,
+                price,
+                commission,
+                abs(price - base) * qty,
+            )
         )
-        self.fills.append(fill)
-        order.events.append(
-            {
-                "type": "filled",
-                "time": self._iso(ts_ns),
-                "order_id": order.order_id,
-                "price": price,
-                "quantity": qty,
-                "side": fill.side,
-                "commission": commission,
-            }
-        )
+        order.events.append(("filled", ts_ns, order.order_id, price, qty, side_text, commission))
         self._book_trade(order, i, pos, side * qty, price, commission, ts_ns)
 
     def _affordable(self, price: float) -> float:
@@ -326,23 +440,44 @@ class Broker:
             qty -= 1
         return float(qty)
 
-    def _event(self, order: Order, ts_ns: int, kind: str, **fields: Any) -> None:
+    def _event(self, order: Order, ts_ns: int, kind: str, reason: str) -> None:
         if self.record:
-            order.events.append(
-                {"type": kind, "time": self._iso(ts_ns), "order_id": order.order_id, **fields}
-            )
+            order.events.append((kind, ts_ns, order.order_id, reason))
 
-    def bucket(self, decision_id: str | None) -> list[dict[str, Any]]:
-        """The event list of a decision (created on first use)."""
-        events = self.event_log.get(decision_id)
+    def bucket(self, decision_id: str | None) -> list[Any]:
+        """The event list of a decision (created on first use); events are tuples or dicts."""
+        events = self._event_log.get(decision_id)
         if events is None:
-            events = self.event_log[decision_id] = []
+            events = self._event_log[decision_id] = []
         return events
+
+    @property
+    def fills(self) -> list[Fill]:
+        """Every fill, in order (built from the compact records on demand)."""
+        made = self._fill_objects
+        if len(made) != len(self._fills):
+            made.extend(Fill(*row) for row in self._fills[len(made) :])
+        return made
+
+    def fill_rows(self) -> list[tuple[Any, ...]]:
+        """Fills as tuples in :class:`Fill` field order (the cheap way to build a frame)."""
+        return self._fills
+
+    @property
+    def event_log(self) -> dict[str | None, list[dict[str, Any]]]:
+        """decision id -> its events as FMEL objects."""
+        return {did: [event_dict(e) for e in events] for did, events in self._event_log.items()}
 
     @property
     def events(self) -> list[tuple[str | None, dict[str, Any]]]:
         """Every event as (decision id, event), grouped by decision."""
-        return [(did, event) for did, events in self.event_log.items() for event in events]
+        return [(did, event_dict(e)) for did, events in self._event_log.items() for e in events]
+
+    def events_json(self) -> dict[str | None, str]:
+        """decision id -> JSON array text of its events (what FMEL stores), built in one pass."""
+        log = self._event_log
+        times = iso_many(e[1] for events in log.values() for e in events if type(e) is tuple)
+        return {did: events_json(events, times) for did, events in log.items() if events}
 
     # ----------------------------------------------------------------- trades
     def _book_trade(
@@ -376,42 +511,33 @@ class Broker:
                 self.trades.append(trade)
                 del self.open_trades[i]
                 order.events.append(
-                    {
-                        "type": "trade_closed",
-                        "time": self._iso(ts_ns),
-                        "symbol": symbol,
-                        "direction": trade.direction,
-                        "quantity": trade.quantity,
-                        "entry_price": trade.entry_price,
-                        "exit_price": trade.exit_price,
-                        "pnl": trade.pnl,
-                    }
+                    (
+                        "trade_closed",
+                        ts_ns,
+                        symbol,
+                        trade.direction,
+                        trade.quantity,
+                        trade.entry_price,
+                        trade.exit_price,
+                        trade.pnl,
+                    )
                 )
             if remaining < _EPS:
                 return
-        new = Trade(
-            symbol=symbol,
-            direction="long" if delta > 0 else "short",
-            entry_ts=ts_ns,
-            exit_ts=None,
-            quantity=remaining,
-            entry_notional=remaining * price,
-            exit_quantity=0.0,
-            exit_notional=0.0,
-            pnl=-commission * remaining / abs(delta),
-            decision_id=order.decision_id,
+        direction_text = "long" if delta > 0 else "short"
+        self.open_trades[i] = Trade(
+            symbol,
+            direction_text,
+            ts_ns,
+            None,
+            remaining,
+            remaining * price,
+            0.0,
+            0.0,
+            -commission * remaining / abs(delta),
+            order.decision_id,
         )
-        self.open_trades[i] = new
-        order.events.append(
-            {
-                "type": "trade_opened",
-                "time": self._iso(ts_ns),
-                "symbol": symbol,
-                "direction": new.direction,
-                "quantity": remaining,
-                "price": price,
-            }
-        )
+        order.events.append(("trade_opened", ts_ns, symbol, direction_text, remaining, price))
 
     def all_trades(self) -> list[Trade]:
         """Closed trades then open ones, the open ones marked to the last price (unrealized P&L)."""

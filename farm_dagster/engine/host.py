@@ -58,7 +58,8 @@ def load_agent(code: str, filename: str, params: dict[str, Any]) -> Agent:
     return leaves[0](params)
 
 
-def _wire(result: Any) -> list[dict[str, Any]]:
+def _wire(result: Any) -> list[Any]:
+    """The agent's answer as wire decisions: compact arrays for SDK decisions, dicts as given."""
     if result is None:
         return []
     if isinstance(result, Decision | dict):
@@ -66,7 +67,7 @@ def _wire(result: Any) -> list[dict[str, Any]]:
     out = []
     for item in result:
         if isinstance(item, Decision):
-            out.append(item.to_wire())
+            out.append(item.to_compact())
         elif isinstance(item, dict):
             out.append(item)
         else:
@@ -91,7 +92,9 @@ def main(channel: Any) -> None:
         # Preallocate for the whole run when it is small; past ~32 MB let the buffer double instead.
         hint = int(config.get("n_bars_hint") or 1024)
         history = History(
-            len(symbols), capacity=min(hint, max(1024, (32 << 20) // (40 * max(1, len(symbols)))))
+            len(symbols),
+            capacity=min(hint, max(1024, (32 << 20) // (40 * max(1, len(symbols))))),
+            expected=hint,
         )
         ctx = Context(symbols, history, broker)
         agent.setup(ctx)

@@ -10,6 +10,10 @@ DECISIONS JSON: ``{"decisions": [{symbol, action, quantity | target_shares | tar
 order_type, limit_price, confidence, reasoning, inputs}, ...], "data_read": {key: {"fields":
 [...], "lookback": n | null}}}``; ``data_read`` is omitted when unchanged since the previous bar;
 key ``"*"`` means every symbol of the universe, lookback null means the whole history so far.
+A decision may also travel in the compact array form ``[symbol, action, quantity, target_shares,
+target_percent, order_type, limit_price, confidence, reasoning, inputs]`` (``COMPACT_FIELDS``;
+null = the field is absent), which means exactly the object with the non-null fields: it saves
+the keys on the wire and a dict per decision on both sides (the native host sends this form).
 
 The parent never unpickles: it parses JSON and checks every field (:func:`check_decision`); a bad
 decision is rejected with a reason, it never reaches the accounting. The child runs the same
@@ -118,7 +122,8 @@ def encode_decisions(mirror_equity: float, body: dict[str, Any] | None) -> bytes
     return head + dumps(body).encode()
 
 
-def decode_decisions(payload: bytes | memoryview) -> tuple[float, dict[str, Any]]:
+def decode_decisions_raw(payload: bytes | memoryview) -> tuple[float, dict[str, Any]]:
+    """(mirror equity, body) with decisions as sent (objects or compact arrays): the runner's path."""
     if len(payload) < 9:
         raise ProtocolError("DECISIONS message too short")
     (equity,) = _EQUITY.unpack_from(payload, 1)
@@ -126,6 +131,37 @@ def decode_decisions(payload: bytes | memoryview) -> tuple[float, dict[str, Any]
     if not isinstance(body, dict):
         raise ProtocolError("DECISIONS body must be a JSON object")
     return equity, body
+
+
+def decode_decisions(payload: bytes | memoryview) -> tuple[float, dict[str, Any]]:
+    """(mirror equity, body) with every compact decision expanded to its object form."""
+    equity, body = decode_decisions_raw(payload)
+    decisions = body.get("decisions")
+    if isinstance(decisions, list):
+        body["decisions"] = [expand(d) for d in decisions]
+    return equity, body
+
+
+COMPACT_FIELDS = (
+    "symbol",
+    "action",
+    "quantity",
+    "target_shares",
+    "target_percent",
+    "order_type",
+    "limit_price",
+    "confidence",
+    "reasoning",
+    "inputs",
+)
+_N_COMPACT = len(COMPACT_FIELDS)
+
+
+def expand(raw: Any) -> Any:
+    """The object form of a compact decision (anything else is returned unchanged)."""
+    if type(raw) is list and len(raw) == _N_COMPACT:
+        return {k: v for k, v in zip(COMPACT_FIELDS, raw, strict=True) if v is not None}
+    return raw
 
 
 @dataclass(slots=True)
@@ -191,8 +227,75 @@ def _rejected(
     return CheckedDecision(symbol=sym, action=act, reasoning=text, inputs=inputs, reject_reason=reason)
 
 
+def _fast_inputs(raw: Any) -> bool:
+    """True when ``raw`` is None or a mapping that :func:`_clean_inputs` would return unchanged."""
+    if raw is None:
+        return True
+    if type(raw) is not dict or len(raw) > MAX_INPUTS:
+        return False
+    for key, value in raw.items():
+        if type(key) is not str:
+            return False
+        kind = type(value)
+        if kind is float:
+            if value - value != 0.0:  # NaN/inf are cleaned to null: the general path does it
+                return False
+        elif kind is str:
+            if len(value) > 200:
+                return False
+        elif not (kind is int or kind is bool or value is None):
+            return False
+    return True
+
+
+def _fast_check(raw: list[Any], symbols: Mapping[str, int]) -> CheckedDecision | None:
+    """The common well-formed compact decision, checked without building its object form.
+
+    Returns None whenever anything is unusual; :func:`check_decision` then runs the general checks
+    on the object form, so both paths give the same answer for every input.
+    """
+    sym, act, qty, shares, pct, order_type, limit, confidence, reasoning, inputs = raw
+    if type(sym) is not str or sym not in symbols or type(act) is not str:
+        return None
+    if reasoning is None:
+        reasoning = ""
+    elif type(reasoning) is not str or len(reasoning) > MAX_REASONING:
+        return None
+    if confidence is not None and not (type(confidence) is float and 0.0 <= confidence <= 1.0):
+        return None
+    if (order_type is not None and order_type != "market") or limit is not None:
+        return None
+    if not _fast_inputs(inputs):
+        return None
+    if act == "TARGET":
+        if qty is not None:
+            return None  # the general path ignores it; keep one place that decides
+        if shares is None and type(pct) is float and -MAX_TARGET_PERCENT <= pct <= MAX_TARGET_PERCENT:
+            return CheckedDecision(sym, act, None, None, pct, "market", None, confidence, reasoning, inputs)
+        if pct is None and type(shares) is float and shares - shares == 0.0:
+            return CheckedDecision(
+                sym, act, None, shares, None, "market", None, confidence, reasoning, inputs
+            )
+        return None
+    if act == "BUY" or act == "SELL":
+        if type(qty) is float and qty > 0.0 and qty - qty == 0.0:
+            return CheckedDecision(sym, act, qty, None, None, "market", None, confidence, reasoning, inputs)
+        return None
+    if act == "HOLD" and qty is None and shares is None and pct is None:
+        return CheckedDecision(sym, act, None, None, None, "market", None, confidence, reasoning, inputs)
+    return None
+
+
 def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
-    """Validate one wire decision; never raises on bad content, returns a rejected decision instead."""
+    """Validate one wire decision; never raises on bad content, returns a rejected decision instead.
+
+    ``raw`` is a decision object or its compact array form (see the module docstring).
+    """
+    if type(raw) is list and len(raw) == _N_COMPACT:
+        checked = _fast_check(raw, symbols)
+        if checked is not None:
+            return checked
+        raw = expand(raw)
     if not isinstance(raw, dict):
         return CheckedDecision(symbol=None, action="INVALID", reject_reason="decision must be a JSON object")
     get = raw.get

@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from farm_dagster.engine import protocol
-from farm_dagster.engine.broker import Broker, Trade, iso
+from farm_dagster.engine.broker import Broker, Trade
 from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.identity import code_hash as _code_hash
 from farm_dagster.engine.identity import result_id as _result_id
 from farm_dagster.engine.identity import settings_hash as _settings_hash
 from farm_dagster.engine.result import AgentError, BacktestResult
-from farm_dagster.fmel.rows import DecisionLog, LoggedDecision, decision_prefix, empty_frame, positions_json
+from farm_dagster.fmel.rows import DecisionLog, LoggedDecision, decision_prefix, empty_frame
 from farm_dagster.market_data.panel import BarPanel
 from farm_dagster.sandbox.limits import SandboxLimits
 from farm_dagster.sandbox.process import SandboxCrashed, SandboxProcess, SandboxTimeout
@@ -102,15 +102,15 @@ class _Run:
         self.positions_value = np.empty(n_t)
         self.equity = np.empty(n_t)
         self.positions = np.empty((n_t, n_s))
+        log.bind_positions(self.positions)  # FMEL's positions column: row t, rendered at the end
         self.processed = 0  # bars the trusted broker has accounted for
         self.tamper_bars: list[int] = []
         self._data_read = "{}"
-        self._pos_fills = -1
-        self._pos_json = "{}"
+        self._timestamps = panel.timestamps.tolist()  # Python ints: read once per bar
 
     def on_bar(self, t: int, block: np.ndarray) -> None:
         broker = self.broker
-        broker.on_bar(t, int(self.panel.timestamps[t]), block)
+        broker.on_bar(t, self._timestamps[t], block)
         self.cash[t] = broker.cash
         self.positions_value[t] = broker.positions_value
         self.equity[t] = broker.equity
@@ -118,31 +118,35 @@ class _Run:
         self.processed = t + 1
 
     def apply(self, t: int, payload: bytes) -> None:
-        """Check the child's DECISIONS for bar t and submit the accepted orders to the trusted broker."""
-        mirror_equity, body = protocol.decode_decisions(payload)
+        """Check the child's DECISIONS for bar t and submit the accepted orders to the trusted broker.
+
+        The row's positions are those of ``self.positions[t]`` (the book after bar t's fills, before
+        its orders); FMEL renders them once at the end instead of on every bar.
+        """
+        mirror_equity, body = protocol.decode_decisions_raw(payload)
         broker = self.broker
-        if not math.isclose(mirror_equity, broker.equity, rel_tol=1e-9, abs_tol=1e-6):
+        equity = broker.equity
+        if not math.isclose(mirror_equity, equity, rel_tol=1e-9, abs_tol=1e-6):
             self.tamper_bars.append(t)
-        if "data_read" in body:
-            self._data_read = _data_read_json(body["data_read"])
-        if len(broker.fills) != self._pos_fills:
-            self._pos_fills = len(broker.fills)
-            self._pos_json = positions_json(self.symbols, broker.positions)
-        raw_decisions = body.get("decisions") or []
-        if not isinstance(raw_decisions, list) or len(raw_decisions) > MAX_DECISIONS_PER_BAR:
-            raise protocol.ProtocolError(
-                f"DECISIONS must carry a list of at most {MAX_DECISIONS_PER_BAR} decisions"
-            )
-        ts_ns = int(self.panel.timestamps[t])
-        logged = [self._checked(t, ts_ns, raw_decisions)] if raw_decisions else []
+        if body:
+            if "data_read" in body:
+                self._data_read = _data_read_json(body["data_read"])
+            raw_decisions = body.get("decisions") or []
+            if not isinstance(raw_decisions, list) or len(raw_decisions) > MAX_DECISIONS_PER_BAR:
+                raise protocol.ProtocolError(
+                    f"DECISIONS must carry a list of at most {MAX_DECISIONS_PER_BAR} decisions"
+                )
+        else:
+            raw_decisions = None
+        ts_ns = self._timestamps[t]
         self.log.add_bar(
             t,
             ts_ns,
             cash=broker.cash,
-            equity=broker.equity,
-            positions=self._pos_json,
+            equity=equity,
+            positions=None,
             data_read=self._data_read,
-            decisions=logged[0] if logged else (),
+            decisions=self._checked(t, ts_ns, raw_decisions) if raw_decisions else (),
         )
 
     def _checked(self, t: int, ts_ns: int, raw_decisions: list[Any]) -> list[LoggedDecision]:
@@ -167,7 +171,7 @@ class _Run:
                 price = None
             action, quantity = d.action, d.quantity
             if d.reject_reason is not None:
-                broker.bucket(did).append({"type": "rejected", "time": iso(ts_ns), "reason": d.reject_reason})
+                broker.reject_decision(did, ts_ns, d.reject_reason)
             elif action != "HOLD":
                 if action == "TARGET":
                     if d.target_shares is not None:
@@ -399,7 +403,11 @@ def _result(
     positions = pd.DataFrame(run.positions[:n], index=index, columns=list(panel.symbols))
     fills = _fills_frame(broker)
     trades = _trades_frame(broker.all_trades())
-    decisions = run.log.frame(broker.event_log) if len(run.log) else empty_frame()
+    decisions = (
+        run.log.frame(broker.events_json(), positions=run.positions[: run.processed])
+        if len(run.log)
+        else empty_frame()
+    )
     metrics = _metrics(equity, trades, fills, settings, n_trials) if status == "completed" and n >= 2 else {}
     return BacktestResult(
         run_id=run_id,
@@ -434,22 +442,9 @@ def _fills_frame(broker: Broker) -> pd.DataFrame:
         "commission",
         "slippage_cost",
     ]
-    rows = [
-        (
-            f.order_id,
-            f.decision_id,
-            f.ts_ns,
-            f.symbol,
-            f.side,
-            f.quantity,
-            f.price,
-            f.commission,
-            f.slippage_cost,
-        )
-        for f in broker.fills
-    ]
+    rows = broker.fill_rows()
     frame = pd.DataFrame(rows, columns=cols)
-    frame["timestamp"] = _utc([f.ts_ns for f in broker.fills])
+    frame["timestamp"] = _utc([row[2] for row in rows])
     return frame
 
 

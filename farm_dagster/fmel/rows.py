@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[attr-defined]
 from typing import Any
 
 import numpy as np
@@ -47,16 +48,73 @@ def positions_json(symbols: Sequence[str], shares: np.ndarray) -> str:
     if not held.size:
         return "{}"
     keys = _json_keys(tuple(symbols))
-    return (
-        "{"
-        + ",".join([keys[i] + repr(v) for i, v in zip(held.tolist(), shares[held].tolist(), strict=True)])
-        + "}"
-    )
+    values = shares[held]
+    whole = values.astype(np.int64)
+    if np.array_equal(whole, values):  # whole shares (the usual case) print as integers: faster
+        values = whole
+    pairs = zip(held.tolist(), values.tolist(), strict=True)
+    return "{" + ",".join([keys[i] + repr(v) for i, v in pairs]) + "}"
 
 
 @lru_cache(maxsize=64)
 def _json_keys(symbols: tuple[str, ...]) -> list[str]:
     return [json.dumps(s) + ":" for s in symbols]
+
+
+def _whole(v: float) -> bool:
+    """``v`` survives ``astype(np.int64)`` unchanged (what :func:`positions_json` tests per book)."""
+    return v.is_integer() and -(2.0**63) <= v < 2.0**63
+
+
+def positions_texts(symbols: Sequence[str], matrix: np.ndarray) -> list[str]:
+    """:func:`positions_json` of every row of ``matrix`` (bars x symbols), the same text row by row.
+
+    Why not call it per row: a long run has a row per bar and a book of many symbols, but only a
+    few positions change from one bar to the next. Each symbol keeps its ``"SYM":shares`` piece
+    (whole-share and float spellings), rebuilt only when it changes, and a row's text is
+    recomputed only on bars where something changed.
+    """
+    n_rows = matrix.shape[0]
+    if not n_rows:
+        return []
+    keys = _json_keys(tuple(symbols))
+    n = len(keys)
+    as_int = [""] * n  # piece of each held symbol, whole-share spelling ("" = not held)
+    as_float = [""] * n
+    fractional = 0  # held symbols whose shares are not whole: the book prints as floats then
+    first = matrix[0]
+    changed_rows, changed_cols = np.nonzero(matrix[1:] != matrix[:-1])
+    # Row 0 is "changed" in every held column; NaN != NaN keeps a NaN position changed, as it should.
+    cols0 = np.flatnonzero(first)
+    rows = np.concatenate([np.zeros(len(cols0), dtype=np.int64), changed_rows + 1])
+    cols = np.concatenate([cols0, changed_cols])
+    values = matrix[rows, cols].tolist()
+    frac = [False] * n
+    out: list[str] = []
+    text = "{}"
+    k, n_changes = 0, len(rows)
+    rows_l, cols_l = rows.tolist(), cols.tolist()
+    for r in range(n_rows):
+        if k < n_changes and rows_l[k] == r:
+            while k < n_changes and rows_l[k] == r:
+                i, v = cols_l[k], values[k]
+                if frac[i]:
+                    frac[i] = False
+                    fractional -= 1
+                if v != 0:  # -0.0 is not held either
+                    as_float[i] = keys[i] + repr(v)
+                    if _whole(v):
+                        as_int[i] = keys[i] + repr(int(v))
+                    else:
+                        as_int[i] = ""
+                        frac[i] = True
+                        fractional += 1
+                else:
+                    as_float[i] = as_int[i] = ""
+                k += 1
+            text = "{" + ",".join([p for p in (as_float if fractional else as_int) if p]) + "}"
+        out.append(text)
+    return out
 
 
 class DecisionLog:
@@ -89,12 +147,17 @@ class DecisionLog:
         self._ts: list[int] = []
         self._cash: list[float] = []
         self._equity: list[float] = []
-        self._positions: list[str] = []
+        self._positions: list[str | None] = []
+        self._position_matrix: np.ndarray | None = None
         self._data_read: list[str] = []
         self._decisions: list[tuple[int, list[LoggedDecision]]] = []  # (row of the bar, decisions)
 
     def __len__(self) -> int:
         return len(self._bars)
+
+    def bind_positions(self, matrix: np.ndarray) -> None:
+        """Where bars logged with ``positions=None`` find their shares (row = bar index)."""
+        self._position_matrix = matrix
 
     def add_bar(
         self,
@@ -103,11 +166,15 @@ class DecisionLog:
         *,
         cash: float,
         equity: float,
-        positions: str,
+        positions: str | None,
         data_read: str,
         decisions: Sequence[LoggedDecision] = (),
     ) -> None:
-        """Record decision point ``bar``; ``positions``/``data_read`` are JSON strings."""
+        """Record decision point ``bar``; ``positions``/``data_read`` are JSON strings.
+
+        ``positions=None`` defers the text to :meth:`frame`, which renders it from its
+        ``positions`` matrix (row ``bar``): the runner's way, one render per run, not per bar.
+        """
         if decisions:
             self._decisions.append((len(self._bars), list(decisions)))
         self._bars.append(bar)
@@ -119,12 +186,15 @@ class DecisionLog:
 
     def frame(
         self,
-        events: Mapping[str | None, list[dict[str, Any]]] | Iterable[tuple[str | None, dict[str, Any]]] = (),
+        events: Mapping[str | None, Any] | Iterable[tuple[str | None, dict[str, Any]]] = (),
+        *,
+        positions: np.ndarray | None = None,
     ) -> pd.DataFrame:
         """All rows as a frame with the columns of ``fmel.trading_decisions``.
 
-        ``events``: each decision's order/trade events, as {decision_id: [event, ...]} (the
-        broker's ``event_log``) or as (decision_id, event) pairs.
+        ``events``: each decision's order/trade events, as {decision_id: [event, ...] or its JSON
+        array text} (e.g. the broker's ``events_json()``) or as (decision_id, event) pairs.
+        ``positions``: shares per (bar, symbol), for the bars logged with ``positions=None``.
         """
         if isinstance(events, Mapping):
             by_decision = events
@@ -143,7 +213,7 @@ class DecisionLog:
         bars = np.asarray(self._bars, dtype=np.int64)[row_bar]
 
         hold_symbol = self.symbols[0] if len(self.symbols) == 1 else None
-        decision_ids = np.array([decision_id(self.run_id, b, 0) for b in bars.tolist()], dtype=object)
+        decision_ids = np.empty(n_rows, dtype=object)
         symbol = np.full(n_rows, hold_symbol, dtype=object)
         action = np.full(n_rows, "HOLD", dtype=object)
         order_type = np.full(n_rows, None, dtype=object)
@@ -152,12 +222,23 @@ class DecisionLog:
         event_col = np.full(n_rows, "[]", dtype=object)
         float_names = ("quantity", "price", "limit_price", "target_shares", "target_percent", "confidence")
         floats = {name: np.full(n_rows, np.nan) for name in float_names}
+        # Silent bars: one HOLD row each, with sequence number 0.
+        silent = np.ones(n_bars, dtype=bool)
+        for row, _ in self._decisions:
+            silent[row] = False
+        silent_rows = offsets[silent]
+        prefix = f"{self.run_id}-"
+        decision_ids[silent_rows] = [
+            f"{prefix}{b:07d}-000" for b in np.asarray(self._bars, dtype=np.int64)[silent].tolist()
+        ]
         # Decision rows: columns by comprehension over a flat list, then scattered at once.
         flat = [item for _, decisions in self._decisions for item in decisions]
         where = [
             int(offsets[row]) + seq for row, decisions in self._decisions for seq in range(len(decisions))
         ]
         checked = [item.decision for item in flat]
+        templates: dict[tuple[Any, ...], tuple[tuple[str, ...], str] | None] = {}
+        get_events = by_decision.get
         cols: dict[str, list[Any]] = {
             "id": [item.decision_id for item in flat],
             "symbol": [d.symbol for d in checked],
@@ -166,8 +247,8 @@ class DecisionLog:
                 d.order_type if d.reject_reason is None and d.action != "HOLD" else None for d in checked
             ],
             "why": [d.reasoning for d in checked],
-            "inputs": [_dumps_sorted(d.inputs) if d.inputs else "{}" for d in checked],
-            "events": [_dumps(found) if (found := by_decision.get(x.decision_id)) else "[]" for x in flat],
+            "inputs": [_inputs_json(d.inputs, templates) if d.inputs else "{}" for d in checked],
+            "events": [_events_text(get_events(x.decision_id)) for x in flat],
         }
         values = [
             (item.quantity, item.price, d.limit_price, d.target_shares, d.target_percent, d.confidence)
@@ -188,8 +269,10 @@ class DecisionLog:
             block = np.array(values, dtype=np.float64)  # None -> nan
             for k, name in enumerate(float_names):
                 floats[name][idx] = block[:, k]
-        positions = (
-            np.asarray(self._positions, dtype=object)[row_bar] if n_bars else np.zeros(0, dtype=object)
+        positions_col = (
+            np.asarray(self._bar_positions(positions), dtype=object)[row_bar]
+            if n_bars
+            else np.zeros(0, dtype=object)
         )
         data_read = (
             np.asarray(self._data_read, dtype=object)[row_bar] if n_bars else np.zeros(0, dtype=object)
@@ -217,13 +300,66 @@ class DecisionLog:
                 "data_read": data_read,
                 "cash": np.asarray(self._cash, dtype=np.float64)[row_bar],
                 "equity": np.asarray(self._equity, dtype=np.float64)[row_bar],
-                "positions": positions,
+                "positions": positions_col,
                 "events": event_col,
                 "code_hash": self.ids["code_hash"],
                 "data_version": self.ids["data_version"],
             }
         )
         return frame[FMEL_DECISIONS.column_names]
+
+    def _bar_positions(self, matrix: np.ndarray | None) -> list[str]:
+        """Each logged bar's positions text; deferred ones rendered from ``matrix`` in one pass."""
+        texts = self._positions
+        deferred = [k for k, text in enumerate(texts) if text is None]
+        if not deferred:
+            return texts  # type: ignore[return-value]
+        if matrix is None:
+            matrix = self._position_matrix
+        if matrix is None:
+            raise ValueError("bars were logged with positions=None: pass frame(positions=...)")
+        bars = np.asarray(self._bars, dtype=np.int64)[deferred]
+        rendered = positions_texts(self.symbols, matrix[: int(bars.max()) + 1])
+        out = list(texts)
+        for k, b in zip(deferred, bars.tolist(), strict=True):
+            out[k] = rendered[b]
+        return out  # type: ignore[return-value]
+
+
+def _events_text(found: Any) -> str:
+    if not found:
+        return "[]"
+    if isinstance(found, str):
+        return found
+    from farm_dagster.engine.broker import event_dict  # events may be the broker's tuples
+
+    return _dumps([event_dict(e) for e in found])
+
+
+def _inputs_json(inputs: Mapping[str, Any], templates: dict[tuple[Any, ...], Any]) -> str:
+    """``dumps_sorted(inputs)``; the same text from a per-key-set template when every value is a
+    finite float or an int (``%r`` spells those exactly as JSON does)."""
+    keys = tuple(inputs)
+    entry = templates.get(keys, False)
+    if entry is False:
+        entry = None
+        if all(type(k) is str for k in keys):
+            order = tuple(sorted(keys))
+            body = ",".join(_json_str(k).replace("%", "%%") + ":%r" for k in order)
+            entry = (order, "{" + body + "}")
+        templates[keys] = entry
+    if entry is not None:
+        values = tuple([inputs[k] for k in entry[0]])
+        for v in values:
+            kind = type(v)
+            if kind is float:
+                if v - v != 0.0:
+                    break
+            elif kind is not int:
+                break
+        else:
+            return entry[1] % values
+    return _dumps_sorted(inputs)
 
 
 def empty_frame() -> pd.DataFrame:

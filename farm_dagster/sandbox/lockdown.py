@@ -5,8 +5,11 @@ Layers, each holding even if the one above it is bypassed:
 
 1. an audit hook (sys.addaudithook) turning network, processes, native code, file writes and
    imports outside the allow-list into clear Python errors: the readable layer, not the wall;
-2. Landlock (kernel): the process may only *read* the Python installation, the project's package
-   and system libraries; no write, no TCP, no signals or abstract sockets outside the sandbox;
+2. Landlock (kernel): the process may only *read* the stdlib, the packages it runs on (those
+   loaded at lockdown, the ones agents may import and their dependencies), farm_dagster's own
+   package and system libraries -- not site-packages as a whole (data packages hold real prices),
+   not the repository, the data home or /tmp; no write, no TCP, no signals or abstract sockets
+   outside the sandbox;
 3. seccomp (kernel): no exec, no new processes, no sockets, no ptrace/namespaces/bpf/io_uring;
 4. a network namespace of its own (no interface but a down loopback);
 5. an unprivileged uid of its own when started as root, no new privileges, not dumpable;
@@ -22,13 +25,16 @@ import contextlib
 import ctypes
 import errno
 import importlib
+import importlib.machinery
 import math
 import os
 import platform
+import re
 import resource
 import stat
 import struct
 import sys
+import sysconfig
 import tempfile
 from _thread import get_ident
 from collections.abc import Callable, Iterable
@@ -75,20 +81,6 @@ RUNTIME_HELPER_MODULES = frozenset(
     }
 )
 
-_SYSTEM_READ_PATHS = (
-    "/usr/lib",
-    "/usr/lib64",
-    "/lib",
-    "/lib64",
-    "/usr/local/lib",
-    "/usr/share/zoneinfo",
-    "/etc/ld.so.cache",
-    "/etc/localtime",
-    "/dev/null",
-    "/dev/zero",
-    "/dev/urandom",
-)
-
 
 @dataclass
 class LockdownReport:
@@ -109,6 +101,8 @@ class LockdownReport:
     threads: int
     rlimits: dict[str, tuple[int, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    readable: list[str] = field(default_factory=list)  # trees and files the process may read
+    listable: list[str] = field(default_factory=list)  # directories whose names it may list
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,19 +134,189 @@ def _errno_text() -> str:
 
 
 # -------------------------------------------------------------------------------------- paths
-def trusted_read_roots() -> tuple[str, ...]:
-    """Directories the sandbox may read: the interpreter, its packages and the project's package."""
-    import farm_dagster
+# System files a locked-down interpreter still touches: shared libraries its extension modules
+# load late (polars' runtime, pandas' C code), the C.UTF-8 locale, time zones, the null devices.
+# Deliberately not /usr/lib or /usr/local/lib: they hold whole Python installations of their own.
+_SYSTEM_READ_PATHS = (
+    "/usr/lib64",
+    "/lib64",
+    "/usr/lib/locale",
+    "/usr/share/zoneinfo",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/dev/null",
+    "/dev/zero",
+    "/dev/urandom",
+)
+# Entries of the standard library directory that are other packages' installations, not the stdlib.
+_NOT_STDLIB = frozenset({"site-packages", "dist-packages"})
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
-    roots = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
-    roots.add(str(Path(farm_dagster.__file__).resolve().parent))
-    roots.update(p for p in sys.path if p and p.endswith("site-packages"))
-    resolved = {os.path.realpath(r) for r in roots if r and os.path.isdir(r)}
-    return tuple(sorted(resolved))
+
+class PathSet:
+    """Files and directory trees; membership walks up a path's parents instead of scanning roots
+    (the audit hook asks on every open and import, so this stays O(depth))."""
+
+    def __init__(self, roots: Iterable[str]) -> None:
+        self.roots = frozenset(roots)
+
+    def __contains__(self, path: object) -> bool:
+        if not isinstance(path, str):
+            return False
+        while True:
+            if path in self.roots:
+                return True
+            parent = os.path.dirname(path)
+            if parent == path:
+                return False
+            path = parent
 
 
-def _under(path: str, roots: tuple[str, ...]) -> bool:
-    return any(path == root or path.startswith(root + os.sep) for root in roots)
+@dataclass(frozen=True)
+class ReadRules:
+    """What the sandbox may read, built from what the agent process needs rather than from where
+    Python happens to be installed: site-packages also holds data packages (bokeh_sampledata's
+    stock prices, arch's and skfolio's data sets) that would be the future for a backtest.
+
+    ``code``: package and stdlib trees, readable; ``system``: libraries, locale, time zones,
+    devices, readable; ``listable``: import path directories whose *names* may be listed (so a
+    late import can look a module up), without reading any file in them.
+    """
+
+    code: tuple[str, ...]
+    system: tuple[str, ...]
+    listable: tuple[str, ...]
+
+    @property
+    def readable(self) -> tuple[str, ...]:
+        return self.code + self.system
+
+
+def _real(path: str | os.PathLike[str]) -> str:
+    return os.path.realpath(os.fspath(path))
+
+
+def _stdlib_entries() -> tuple[str, list[str]]:
+    """The stdlib directory and its entries, less the site-packages trees it may contain."""
+    stdlib = _real(sysconfig.get_path("stdlib"))
+    entries = [os.path.join(stdlib, name) for name in os.listdir(stdlib) if name not in _NOT_STDLIB]
+    entries += [_real(p) for p in sys.path if p.endswith(".zip") and os.path.isfile(p)]
+    return stdlib, entries
+
+
+def _module_locations(module: Any) -> list[str]:
+    """Where a top-level module lives: its package directory, or its single file."""
+    spec = getattr(module, "__spec__", None)
+    locations = list(getattr(spec, "submodule_search_locations", None) or getattr(module, "__path__", []))
+    if not locations:
+        origin = getattr(spec, "origin", None) or getattr(module, "__file__", None)
+        locations = [origin] if isinstance(origin, str) else []
+    return [_real(p) for p in locations if isinstance(p, str) and os.path.isabs(p)]
+
+
+def _spec_locations(name: str) -> list[str]:
+    """Locations of a top-level module that is not imported yet (finding its spec imports nothing)."""
+    try:
+        spec = importlib.machinery.PathFinder.find_spec(name)
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    locations = list(spec.submodule_search_locations or [])
+    if not locations and spec.origin not in (None, "built-in", "frozen"):
+        locations = [spec.origin]
+    return [_real(p) for p in locations if isinstance(p, str) and os.path.isabs(p)]
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def _distribution_closure(tops: Iterable[str], site_dirs: Iterable[str]) -> list[str]:
+    """Top-level files and directories of the distributions behind ``tops`` and of everything they
+    require to run (extras left out): e.g. pandas -> numpy, dateutil, pytz, tzdata, six, and
+    polars -> its native runtime package, which polars imports only when it is itself imported.
+
+    The wheel's own ``.dist-info`` (METADATA, RECORD) is read directly rather than through
+    importlib.metadata: that module imports email and socket into the process about to be locked
+    (loaded modules are importable by agents without an audit event) and costs ~30 ms a start.
+    """
+    dist_infos: dict[str, tuple[str, str]] = {}
+    for site in site_dirs:
+        for entry in os.listdir(site):
+            if entry.endswith(".dist-info"):
+                name = entry.removesuffix(".dist-info").rpartition("-")[0]
+                dist_infos.setdefault(_normalized(name), (site, os.path.join(site, entry)))
+    locations: list[str] = []
+    seen: set[str] = set()
+    todo = [_normalized(top) for top in tops]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in dist_infos:
+            continue
+        seen.add(name)
+        site, info = dist_infos[name]
+        headers = _read(os.path.join(info, "METADATA")).partition("\n\n")[0]
+        for line in headers.splitlines():
+            requirement = line.removeprefix("Requires-Dist:")
+            match = _REQUIREMENT_NAME.match(requirement.strip())
+            if requirement != line and match and "extra" not in requirement.partition(";")[2]:
+                todo.append(_normalized(match.group(0)))
+        record = _read(os.path.join(info, "RECORD"))
+        firsts = {line.partition(",")[0].split("/", 1)[0] for line in record.splitlines()}
+        for first in firsts - {"", "..", "__pycache__"}:
+            path = os.path.join(site, first)
+            if os.path.exists(path):
+                locations.append(_real(path))
+    return locations
+
+
+def sandbox_read_rules(allowed_modules: Iterable[str]) -> ReadRules:
+    """The read allow-list of a sandboxed process, built at lockdown time from: the stdlib; the
+    top-level package of every module already loaded (the host, numpy, backtrader...); the
+    packages agents may import (``allowed_modules``) and their run-time dependencies; system
+    libraries. Never a directory on the import path itself (site-packages, the repository root),
+    so its other entries (data packages, the data home, the tests) stay unreadable."""
+    stdlib, stdlib_entries = _stdlib_entries()
+    stdlib_tree = PathSet([stdlib])
+    modules: list[str] = []
+    for name in list(sys.modules):
+        if "." not in name and name != "__main__":
+            modules += _module_locations(sys.modules[name])
+    third_party = []
+    for name in sorted({m.partition(".")[0] for m in allowed_modules}):
+        found = _spec_locations(name) if name not in sys.modules else _module_locations(sys.modules[name])
+        modules += found
+        if any(p not in stdlib_tree for p in found):
+            third_party.append(name)
+    entries = {_real(p) for p in sys.path if p and os.path.isdir(p)}
+    site_dirs = {_real(sysconfig.get_path(key)) for key in ("purelib", "platlib")} & entries
+    modules += _distribution_closure(third_party, sorted(site_dirs))
+    # A location that holds an import path entry would open all of it (say, a module whose
+    # "package" is the repository root): refuse it, whatever put it there.
+    holding_entries = {a for e in entries for a in (e, *map(str, Path(e).parents))}
+    code = set(stdlib_entries)
+    code.update(p for p in modules if p not in holding_entries and os.path.exists(p))
+    listable = {stdlib} | site_dirs
+    system = {_real(p) for p in _system_paths() if os.path.exists(p)}
+    return ReadRules(tuple(sorted(code)), tuple(sorted(system)), tuple(sorted(listable)))
+
+
+def _system_paths() -> list[str]:
+    multiarch = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
+    paths = [f"/usr/lib/{multiarch}", f"/lib/{multiarch}", *_SYSTEM_READ_PATHS]
+    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
+    if libdir and soname:  # a shared libpython, but not the directory holding the stdlib
+        paths.append(os.path.join(libdir, soname))
+    return paths
 
 
 def _make_workdir() -> str:
@@ -312,7 +476,19 @@ _LL_NET_BIND_TCP, _LL_NET_CONNECT_TCP = 1 << 0, 1 << 1
 _LL_SCOPE_ABSTRACT_UNIX, _LL_SCOPE_SIGNAL = 1 << 0, 1 << 1
 
 
-def _landlock(read_paths: Iterable[str], report: LockdownReport) -> None:
+def _landlock_rules(rules: ReadRules) -> list[tuple[str, int]]:
+    """(path, access) pairs: trees read in full, import directories listed by name only."""
+    pairs = []
+    for path in rules.readable:
+        access = _LL_READ_FILE | (_LL_READ_DIR if os.path.isdir(path) else 0)
+        if path in ("/dev/null", "/dev/zero"):
+            access |= _LL_WRITE_FILE
+        pairs.append((path, access))
+    pairs += [(path, _LL_READ_DIR) for path in rules.listable]
+    return pairs
+
+
+def _landlock(rules: ReadRules, report: LockdownReport) -> None:
     libc = _c()
     abi = libc.syscall(_SYS_LANDLOCK_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     if abi < 1:
@@ -334,16 +510,12 @@ def _landlock(read_paths: Iterable[str], report: LockdownReport) -> None:
         report.landlock_detail = f"ruleset refused ({_errno_text()})"
         return
     try:
-        for path in read_paths:
+        for path, access in _landlock_rules(rules):
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             except OSError:
                 continue
             try:
-                is_dir = os.path.isdir(path)
-                access = _LL_READ_FILE | (_LL_READ_DIR if is_dir else 0)
-                if path in ("/dev/null", "/dev/zero"):
-                    access |= _LL_WRITE_FILE
                 rule = ctypes.create_string_buffer(struct.pack("=Qi", access, fd), 12)
                 if libc.syscall(
                     _SYS_LANDLOCK_ADD, ctypes.c_int(ruleset), ctypes.c_int(1), rule, ctypes.c_uint32(0)
@@ -569,7 +741,7 @@ class _AuditPolicy:
     """The decision for every audit event raised after the lockdown.
 
     Three classes of events: always denied (network, processes, native code, file changes),
-    checked (open/listdir: read-only under the trusted roots; import: allow-list), and the rest,
+    checked (open/listdir: the same read allow-list as Landlock's; import: allow-list), and the rest,
     which only trusted code may raise (code whose file lies in the trusted roots). The caller test
     is a tripwire, not a wall (trusted higher-order functions can call untrusted callables): the
     always-denied list and the kernel layers are what must hold.
@@ -577,18 +749,18 @@ class _AuditPolicy:
 
     def __init__(
         self,
-        read_roots: tuple[str, ...],
-        code_roots: tuple[str, ...],
+        rules: ReadRules,
         allowed_tops: frozenset[str],
         allow_processes: bool,
     ) -> None:
-        self.read_roots = read_roots
-        self.code_roots = code_roots
+        self.readable = PathSet(rules.readable)
+        self.listable = frozenset(rules.listable)
+        self.code_roots = PathSet(rules.code)
         self.allowed_tops = allowed_tops
         self.allow_processes = allow_processes
         self.busy: set[int] = set()
         self.getframe: Callable[[int], Any] = sys._getframe
-        self.importlib_dirs = (os.path.dirname(os.path.realpath(importlib.__file__)),)
+        self.importlib_dirs = PathSet([os.path.dirname(os.path.realpath(importlib.__file__))])
         entries = {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
         self.path_entries = sorted(entries, key=len, reverse=True)  # most specific first
 
@@ -615,7 +787,7 @@ class _AuditPolicy:
         elif event == "import":
             self.check_import(str(args[0]), raiser)
         elif event in _READ_PATH_EVENTS:
-            self.check_read_path(args[0] if args else ".")
+            self.check_read_path(args[0] if args else ".", listing=True)
         elif event.startswith(_ALWAYS_DENIED_PREFIXES):
             raise self.deny(_describe(event))
         elif event.startswith(_FORK_EVENTS):
@@ -641,7 +813,8 @@ class _AuditPolicy:
             return  # an already-open descriptor: nothing new is reached
         self.check_read_path(path)
 
-    def check_read_path(self, path: Any) -> None:
+    def check_read_path(self, path: Any, *, listing: bool = False) -> None:
+        """Landlock's rule, readably: files under the read allow-list; names in import directories."""
         if path is None or isinstance(path, int):
             return
         try:
@@ -649,8 +822,12 @@ class _AuditPolicy:
             real = os.path.realpath(text)
         except (TypeError, ValueError, OSError):
             raise self.deny(f"reading {path!r}") from None
-        if not _under(real, self.read_roots):
-            raise self.deny(f"reading {text!r}")
+        if real in self.readable or (listing and real in self.listable):
+            return
+        raise SandboxViolation(
+            f"sandbox: reading {text!r} is not allowed for agents: only the Python standard library "
+            "and the packages agents run on are readable (no data files)"
+        )
 
     def check_import(self, module: str, raiser: Any) -> None:
         top = module.partition(".")[0]
@@ -674,7 +851,7 @@ class _AuditPolicy:
 
     def in_importlib(self, frame: Any) -> bool:
         filename = frame.f_code.co_filename
-        return filename.startswith("<frozen importlib") or _under(filename, self.importlib_dirs)
+        return filename.startswith("<frozen importlib") or filename in self.importlib_dirs
 
     def requester(self, frame: Any) -> Any:
         """The first frame outside importlib: who asked for an import (``import_module``'s caller)."""
@@ -687,7 +864,7 @@ class _AuditPolicy:
         if frame is None:
             return True
         filename = frame.f_code.co_filename
-        return filename.startswith("<frozen ") or _under(filename, self.code_roots)
+        return filename.startswith("<frozen ") or filename in self.code_roots
 
     def own_object(self, obj: Any) -> bool:
         """True for classes/functions the agent defined (their module is not a trusted one)."""
@@ -698,7 +875,7 @@ class _AuditPolicy:
         if module is None:
             return True
         origin = getattr(module, "__file__", None)
-        return not (isinstance(origin, str) and _under(os.path.realpath(origin), self.code_roots))
+        return not (isinstance(origin, str) and os.path.realpath(origin) in self.code_roots)
 
 
 # -------------------------------------------------------------------------------------- entry
@@ -714,6 +891,46 @@ def _guarded_import(original: Callable[..., Any], agent_tops: frozenset[str], po
         return original(name, globals, locals, fromlist, level)
 
     return guarded
+
+
+class _UnreadableImportGuard:
+    """A meta-path finder making a late import of a package the sandbox may not read a
+    ModuleNotFoundError. Why: trusted libraries probe optional dependencies with ``try: import x
+    except ImportError`` (pandas tries pyarrow); Landlock's PermissionError would break them."""
+
+    def __init__(self, readable: PathSet) -> None:
+        self.readable = readable
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if path is not None:
+            return None  # a submodule: it lives in its (readable) parent package
+        try:
+            later = sys.meta_path[sys.meta_path.index(self) + 1 :]
+        except ValueError:
+            return None
+        for finder in later:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        locations = list(spec.submodule_search_locations or [])
+        if isinstance(spec.origin, str) and os.path.isabs(spec.origin):
+            locations.append(spec.origin)
+        if all(os.path.realpath(p) in self.readable for p in locations):
+            return spec
+        raise SandboxImportDenied(
+            f"sandbox: importing '{name}' is not allowed for agents (its files are not readable here)",
+            name=name,
+        )
+
+
+def _install_import_guard(readable: PathSet) -> None:
+    """Right before the path finder, after the builtin and frozen importers."""
+    finders = sys.meta_path
+    at = next((i for i, f in enumerate(finders) if f is importlib.machinery.PathFinder), len(finders))
+    finders.insert(at, _UnreadableImportGuard(readable))
 
 
 LAST_REPORT: LockdownReport | None = None  # what the bootstrap's lock_down achieved in this process
@@ -751,9 +968,9 @@ def lock_down(
         workdir="",
         threads=_thread_count(),
     )
-    code_roots = trusted_read_roots()
-    read_roots = code_roots + tuple(p for p in _SYSTEM_READ_PATHS if os.path.exists(p))
     loaded_tops = {name.partition(".")[0] for name in list(sys.modules)}
+    rules = sandbox_read_rules(allowed_modules)
+    report.readable, report.listable = list(rules.readable), list(rules.listable)
     allowed_tops = frozenset(
         {m.partition(".")[0] for m in allowed_modules} | loaded_tops | RUNTIME_HELPER_MODULES | {"__future__"}
     )
@@ -761,7 +978,7 @@ def lock_down(
     report.workdir = _make_workdir()
     _set_rlimits(limits, report)
     _isolate_network(report, is_root)  # before dropping root: unshare(CLONE_NEWNET) needs it
-    if is_root and all(_readable_by_anyone(root) for root in code_roots):
+    if is_root and all(_readable_by_anyone(root) for root in rules.code):
         _set_nproc(limits, report)  # counted against the sandbox's own uid once it is dropped
         _drop_privileges(limits, report)
     elif is_root:  # RLIMIT_NPROC does not bind uid 0: seccomp is the wall against new processes
@@ -769,12 +986,13 @@ def lock_down(
     else:  # RLIMIT_NPROC would count every process of the user; seccomp denies new processes
         report.notes.append("not started as root: uid unchanged, RLIMIT_NPROC not set")
     _no_new_privs(report)
-    _landlock(read_roots, report)
+    _landlock(rules, report)
     _seccomp(limits.max_processes > 0, report)
+    _install_import_guard(PathSet(rules.readable))
 
     os.environ["POLARS_SKIP_CPU_CHECK"] = "1"  # its check shells out to gcc through ctypes
     if audit_hook:
-        policy = _AuditPolicy(read_roots, code_roots, allowed_tops, limits.max_processes > 0)
+        policy = _AuditPolicy(rules, allowed_tops, limits.max_processes > 0)
         sys.addaudithook(policy)
         agent_tops = frozenset(
             {m.partition(".")[0] for m in allowed_modules} | {"__future__"} | RUNTIME_HELPER_MODULES

@@ -56,11 +56,19 @@ class SandboxCrashed(SandboxError):
         self.exit = exit
 
 
+# How long recv() polls actively before sleeping. Why: the two processes hand a bar back and forth
+# every ~100 us; on a virtual machine an idle vCPU halts, and waking it costs tens of microseconds
+# per hand-off (measured: 42 us round trip sleeping vs 4 us polling). Polling yields the CPU on
+# every turn, so a busy machine loses little, and it is bounded so an idle wait still sleeps.
+SPIN_SECONDS = 200e-6
+
+
 class Channel:
     """Length-prefixed frames over a pair of pipe fds (see :mod:`farm_dagster.engine.protocol`)."""
 
-    def __init__(self, read_fd: int, write_fd: int) -> None:
+    def __init__(self, read_fd: int, write_fd: int, spin_seconds: float = SPIN_SECONDS) -> None:
         self.read_fd, self.write_fd = read_fd, write_fd
+        self.spin_seconds = spin_seconds
         self._buf = bytearray()
         self._poll = select.poll()
         self._poll.register(read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
@@ -87,7 +95,7 @@ class Channel:
                     payload = bytes(buf[4 : 4 + size])
                     del buf[: 4 + size]
                     return payload
-            if deadline is not None:
+            if not self._spin() and deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._poll.poll(max(0, int(left * 1000) + 1)):
                     raise TimeoutError("no message before the deadline")
@@ -95,6 +103,18 @@ class Channel:
             if not chunk:
                 raise ChannelClosed("channel closed by the other side")
             buf += chunk
+
+    def _spin(self) -> bool:
+        """Poll without sleeping for up to ``spin_seconds``; True when data (or EOF) is ready."""
+        if self.spin_seconds <= 0:
+            return False
+        poll, clock, yield_cpu = self._poll.poll, time.perf_counter, os.sched_yield
+        end = clock() + self.spin_seconds
+        while not poll(0):
+            if clock() >= end:
+                return False
+            yield_cpu()
+        return True
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):

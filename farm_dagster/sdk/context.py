@@ -22,11 +22,12 @@ ALL = "*"
 class History:
     """Growing (5, capacity, N) buffer of streamed bars; doubles when full."""
 
-    __slots__ = ("data", "ts", "n", "n_symbols")
+    __slots__ = ("data", "ts", "n", "n_symbols", "expected")
 
-    def __init__(self, n_symbols: int, capacity: int = 1024) -> None:
+    def __init__(self, n_symbols: int, capacity: int = 1024, expected: int = 0) -> None:
         capacity = max(16, int(capacity))
         self.n_symbols = n_symbols
+        self.expected = int(expected)  # bars the run announced: growth stops there, not at a power of 2
         self.data = np.full((5, capacity, n_symbols), np.nan)  # rows not yet streamed hold NaN, never data
         self.ts = np.zeros(capacity, dtype=np.int64)
         self.n = 0
@@ -34,10 +35,12 @@ class History:
     def append(self, ts_ns: int, block: np.ndarray) -> None:
         n = self.n
         if n == self.ts.shape[0]:
-            grown = np.full((5, 2 * n, self.n_symbols), np.nan)
+            size = 2 * n if self.expected <= n else min(2 * n, self.expected)
+            grown = np.empty((5, size, self.n_symbols))
+            grown[:, n:] = np.nan  # rows not yet streamed hold NaN, never data
             grown[:, :n] = self.data[:, :n]
             self.data = grown
-            ts = np.zeros(2 * n, dtype=np.int64)
+            ts = np.zeros(size, dtype=np.int64)
             ts[:n] = self.ts[:n]
             self.ts = ts
         self.data[:, n] = block
@@ -61,6 +64,7 @@ class Context:
         self._history = history
         self._broker = broker
         self._reads: dict[str, list[Any]] = {}
+        self._last_reads: tuple[dict[str, list[Any]], dict[str, dict[str, Any]]] = ({}, {})
         self._ema: dict[tuple[int, float], indicators.EmaState] = {}
         self._rsi: dict[tuple[int, int], indicators.RsiState] = {}
 
@@ -100,7 +104,12 @@ class Context:
     def _take_reads(self) -> dict[str, dict[str, Any]]:
         """The bar's data_read (host use): ``{symbol|'*': {"fields": [...], "lookback": n|None}}``."""
         reads, self._reads = self._reads, {}
-        return {key: {"fields": sorted(f), "lookback": lb} for key, (f, lb) in sorted(reads.items())}
+        raw, built = self._last_reads
+        if reads == raw:  # an agent usually reads the same things every bar: reuse the last answer
+            return built
+        built = {key: {"fields": sorted(f), "lookback": lb} for key, (f, lb) in sorted(reads.items())}
+        self._last_reads = (reads, built)
+        return built
 
     def _col(self, symbol: str) -> int:
         try:

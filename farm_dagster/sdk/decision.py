@@ -48,6 +48,36 @@ class Decision:
             out["inputs"] = {str(k): _plain(v) for k, v in self.inputs.items()}
         return out
 
+    def to_compact(self) -> list[Any] | dict[str, Any]:
+        """The compact array form (``protocol.COMPACT_FIELDS``); it expands to exactly :meth:`to_wire`.
+
+        ``order_type=None`` has no array spelling (null means "market" there), so it keeps the
+        object form and meets the same check as before.
+        """
+        order_type = self.order_type
+        if order_type is None:
+            return self.to_wire()
+        q, ts, tp, lp, c, inputs = (
+            self.quantity,
+            self.target_shares,
+            self.target_percent,
+            self.limit_price,
+            self.confidence,
+            self.inputs,
+        )
+        return [
+            self.symbol,
+            self.action,
+            None if q is None else _plain(q),
+            None if ts is None else _plain(ts),
+            None if tp is None else _plain(tp),
+            None if order_type == "market" else order_type,
+            None if lp is None else _plain(lp),
+            None if c is None else _plain(c),
+            str(self.reasoning) if self.reasoning else None,
+            {str(k): _plain(v) for k, v in inputs.items()} if inputs else None,
+        ]
+
 
 def _plain(value: Any) -> Any:
     """numpy scalars -> Python scalars; NaN/inf -> None so the JSON stays strict."""
@@ -56,15 +86,14 @@ def _plain(value: Any) -> Any:
         return value if value - value == 0.0 else None  # inf - inf and nan - nan are nan
     if kind is int or kind is str or kind is bool or value is None:
         return value
+    if isinstance(value, float):  # numpy.float64 and other float subclasses: the same double
+        value = float(value)
+        return value if value - value == 0.0 else None
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _order_kw(limit: float | None) -> dict[str, Any]:
-    return {"order_type": "limit", "limit_price": limit} if limit is not None else {}
 
 
 def buy(
@@ -77,15 +106,8 @@ def buy(
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Buy ``quantity`` shares at the next bar's open (or at ``limit`` or better)."""
-    return Decision(
-        symbol,
-        "BUY",
-        quantity=quantity,
-        confidence=confidence,
-        reasoning=reasoning,
-        inputs=inputs,
-        **_order_kw(limit),
-    )
+    order_type = "market" if limit is None else "limit"
+    return Decision(symbol, "BUY", quantity, None, None, order_type, limit, confidence, reasoning, inputs)
 
 
 def sell(
@@ -98,15 +120,8 @@ def sell(
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Sell ``quantity`` shares (going short needs ``allow_short``)."""
-    return Decision(
-        symbol,
-        "SELL",
-        quantity=quantity,
-        confidence=confidence,
-        reasoning=reasoning,
-        inputs=inputs,
-        **_order_kw(limit),
-    )
+    order_type = "market" if limit is None else "limit"
+    return Decision(symbol, "SELL", quantity, None, None, order_type, limit, confidence, reasoning, inputs)
 
 
 def target_shares(
@@ -119,15 +134,8 @@ def target_shares(
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Trade whatever it takes to hold ``shares`` (0 closes the position)."""
-    return Decision(
-        symbol,
-        "TARGET",
-        target_shares=shares,
-        confidence=confidence,
-        reasoning=reasoning,
-        inputs=inputs,
-        **_order_kw(limit),
-    )
+    order_type = "market" if limit is None else "limit"
+    return Decision(symbol, "TARGET", None, shares, None, order_type, limit, confidence, reasoning, inputs)
 
 
 def target_percent(
@@ -140,15 +148,8 @@ def target_percent(
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Hold ``percent`` of equity in ``symbol`` (a fraction: 1.0 = all in, -0.5 = half short)."""
-    return Decision(
-        symbol,
-        "TARGET",
-        target_percent=percent,
-        confidence=confidence,
-        reasoning=reasoning,
-        inputs=inputs,
-        **_order_kw(limit),
-    )
+    order_type = "market" if limit is None else "limit"
+    return Decision(symbol, "TARGET", None, None, percent, order_type, limit, confidence, reasoning, inputs)
 
 
 def hold(
@@ -159,4 +160,4 @@ def hold(
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Explicitly do nothing, with a confidence and a reason (logged, no order)."""
-    return Decision(symbol, "HOLD", confidence=confidence, reasoning=reasoning, inputs=inputs)
+    return Decision(symbol, "HOLD", None, None, None, "market", None, confidence, reasoning, inputs)
