@@ -63,6 +63,8 @@ def settings(tmp_path: Path, redis_db: str, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("FARM_PROFILE", "local")
     monkeypatch.setenv("FARM_HOME", str(home))
     monkeypatch.setenv("FARM_REDIS_URL", redis_db)
+    # The CLI exports DAGSTER_HOME; setting it here first lets monkeypatch restore it after the test.
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     from farm_dagster.settings import get_settings
 
     get_settings.cache_clear()

@@ -82,9 +82,9 @@ EXAMPLES: tuple[ExampleAgent, ...] = (
 
 
 def _defs() -> dg.Definitions:
-    from farm_dagster.definitions import defs
+    from farm_dagster.definitions import build_definitions
 
-    return defs
+    return build_definitions(get_settings())
 
 
 def _load_market_data(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
@@ -103,11 +103,10 @@ def _load_market_data(defs: dg.Definitions, instance: dg.DagsterInstance) -> Non
         console.print(f"[yellow]check {check.check_name} did not pass[/]: {check.metadata}")
 
 
-def _print_market_summary() -> None:
+def _print_market_summary(defs: dg.Definitions) -> None:
     from farm_dagster.market_data.store import summary
-    from farm_dagster.resources.factory import build_resources
 
-    frame = summary(build_resources()["warehouse"])
+    frame = summary(defs.resources["warehouse"])
     table = Table(title=f"market_data.ohlcv: {len(frame)} symbols, {int(frame['rows'].sum()):,} rows")
     for col in ("symbol", "rows", "first", "last", "source", "close_only"):
         table.add_column(col, justify="right" if col == "rows" else "left", no_wrap=True)
@@ -123,10 +122,8 @@ def _print_market_summary() -> None:
     console.print(table)
 
 
-def _submit_examples(examples_dir: Path) -> list[str]:
-    from farm_dagster.resources.factory import build_resources
-
-    resources = build_resources()
+def _submit_examples(defs: dg.Definitions, examples_dir: Path) -> list[str]:
+    resources = defs.resources
     ids = []
     for example in EXAMPLES:
         code = (examples_dir / example.file).read_text()
@@ -187,13 +184,12 @@ def _run_backtests(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[t
     return outcomes
 
 
-def _print_leaderboard_and_fmel() -> None:
+def _print_leaderboard_and_fmel(defs: dg.Definitions) -> None:
     from farm_dagster.fmel.analytics import CONFIDENCE_OUTCOMES, DECISION_COUNTS
     from farm_dagster.leaderboard import RANKINGS
-    from farm_dagster.resources.factory import build_resources
     from farm_dagster.results_store import latest_runs
 
-    warehouse = build_resources()["warehouse"]
+    warehouse = defs.resources["warehouse"]
     runs = latest_runs(warehouse).set_index("agent_id")
     boards = warehouse.read(
         RANKINGS, where={"board_type": "backtest", "metric": "sharpe", "timeframe": "all_time"}
@@ -245,10 +241,10 @@ def demo(
     defs = _defs()
     console.print(f"data home: {settings.home_dir}   profile: {settings.profile.value}")
     _load_market_data(defs, instance)
-    _print_market_summary()
+    _print_market_summary(defs)
     if data_only:
         return
-    ids = _submit_examples(examples_dir)
+    ids = _submit_examples(defs, examples_dir)
     console.print(f"submitted {len(ids)} example agents: {', '.join(ids)}")
     outcomes = _run_backtests(defs, instance)
     failed = [agent for agent, ok, _ in outcomes if not ok]
@@ -258,7 +254,7 @@ def demo(
         )
     if not refresh.success:
         raise typer.Exit(_fail("refresh_leaderboard_job failed; see `farm ui`"))
-    _print_leaderboard_and_fmel()
+    _print_leaderboard_and_fmel(defs)
     if failed:
         console.print(f"[red]{len(failed)} backtest(s) failed:[/] {', '.join(failed)}")
         raise typer.Exit(1)

@@ -72,11 +72,11 @@ def backfill(
             f"window set to {start or '(unchanged)'}..{end or '(unchanged)'} for {len(agents)} agents"
         )
     if in_process:
-        from farm_dagster.definitions import defs
+        from farm_dagster.definitions import build_definitions
         from farm_dagster.instance import local_instance
 
         instance = local_instance(settings)
-        job = defs.resolve_job_def("backtest_agent_job")
+        job = build_definitions(settings).resolve_job_def("backtest_agent_job")
         keys = instance.get_dynamic_partitions("agents")
         failed = 0
         for key in keys:
