@@ -19,6 +19,8 @@ LOCAL_DAGSTER_YAML = """\
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1  # a freed slot takes the next queued backtest within a second
 concurrency:
   runs:
     max_concurrent_runs: 2

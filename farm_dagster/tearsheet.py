@@ -6,23 +6,28 @@ import io
 import math
 from typing import Any
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # headless: runs in Dagster run processes and pods without a display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+def _pyplot() -> Any:
+    """matplotlib, imported on first use: loading the code location (once per run) stays light."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: runs in Dagster run processes and pods without a display
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     return buffer.getvalue()
 
 
 def equity_png(equity: pd.Series, title: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    fig, ax = _pyplot().subplots(figsize=(9, 3.2))
     ax.plot(equity.index, equity.to_numpy(), color="#1f6f43", linewidth=1.2)
     ax.set_title(title)
     ax.set_ylabel("equity")
@@ -32,7 +37,7 @@ def equity_png(equity: pd.Series, title: str) -> bytes:
 
 def tearsheet_png(equity: pd.Series, metrics: dict[str, Any], title: str) -> bytes:
     """Equity, drawdown and the headline metrics on one page."""
-    fig = plt.figure(figsize=(9, 7))
+    fig = _pyplot().figure(figsize=(9, 7))
     grid = fig.add_gridspec(3, 1, height_ratios=[2.2, 1.0, 1.1])
     ax_eq, ax_dd, ax_tb = (fig.add_subplot(grid[i]) for i in range(3))
     ax_eq.plot(equity.index, equity.to_numpy(), color="#1f6f43", linewidth=1.2)

@@ -103,7 +103,8 @@ class BarPanel:
         if frame.empty:
             raise ValueError("no bars for the requested symbols and window")
         wanted = list(symbols) if symbols else sorted(frame["symbol"].unique())
-        missing = [s for s in wanted if s not in set(frame["symbol"])]
+        present = set(frame["symbol"].unique())
+        missing = [s for s in wanted if s not in present]
         if missing:
             raise ValueError(f"no bars for symbol(s): {', '.join(missing)}")
         ts = pd.to_datetime(frame["timestamp"], utc=True)

@@ -94,7 +94,8 @@ def load_panel(
     if not wanted:
         raise ValueError("load_panel needs at least one symbol")
     frame = read_ohlcv(warehouse, wanted, start, end, timeframe=timeframe, spec=spec)
-    missing = [s for s in wanted if s not in set(frame["symbol"])]
+    present = set(frame["symbol"].unique())
+    missing = [s for s in wanted if s not in present]
     if missing:
         window = f"{start or '-inf'}..{end or '+inf'}"
         raise ValueError(
