@@ -402,16 +402,9 @@ def load_strategy(code: str, filename: str) -> type[bt.Strategy]:
     return find_strategy(module.__dict__)
 
 
-def main(channel: Any, config: dict[str, Any] | None = None) -> None:
-    """Serve one backtrader run: INIT -> READY, bars -> DECISIONS until END -> DONE (or ERROR).
-
-    ``config`` is the decoded INIT when the generic host already read it and dispatched here.
-    """
-    if config is None:
-        payload = channel.recv()
-        if payload[0] != protocol.INIT:
-            raise protocol.ProtocolError(f"expected INIT, got {protocol.NAMES.get(payload[0], payload[0])}")
-        config = protocol.decode_json(payload)
+def main(channel: Any) -> None:
+    """Serve one backtrader run: INIT -> READY, bars -> DECISIONS until END -> DONE (or ERROR)."""
+    config = protocol.recv_init(channel)
     filename = config.get("filename", "agent.py")
     symbols = tuple(config["symbols"])
     settings = BacktestSettings.from_json(config["settings"])

@@ -79,10 +79,7 @@ def _wire(result: Any) -> list[Any]:
 
 def main(channel: Any) -> None:
     """Serve one run: INIT -> READY, then BAR -> DECISIONS until END -> DONE (or ERROR)."""
-    payload = channel.recv()
-    if payload[0] != protocol.INIT:
-        raise protocol.ProtocolError(f"expected INIT, got {protocol.NAMES.get(payload[0], payload[0])}")
-    config = protocol.decode_json(payload)
+    config = protocol.recv_init(channel)
     filename = config.get("filename", "agent.py")
     symbols = tuple(config["symbols"])
     settings = BacktestSettings.from_json(config["settings"])

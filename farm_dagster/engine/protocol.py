@@ -388,3 +388,11 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
         reasoning[:MAX_REASONING],
         inputs,
     )
+
+
+def recv_init(channel: Any) -> dict[str, Any]:
+    """The run configuration every host reads first (its first frame must be INIT)."""
+    payload = channel.recv()
+    if payload[0] != INIT:
+        raise ProtocolError(f"expected INIT, got {NAMES.get(payload[0], payload[0])}")
+    return decode_json(payload)

@@ -9,7 +9,8 @@ same assertions against both implementations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +18,9 @@ import pandas as pd
 from dagster import ConfigurableResource
 
 from farm_dagster.resources.tables import TableSpec
+
+# `{schema.table}` in SQL handed to Warehouse.query; each backend qualifies the name its own way.
+TABLE_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)\}")
 
 FilterOp = Literal["==", "!=", "<", "<=", ">", ">=", "in"]
 Filter = tuple[str, FilterOp, Any]
@@ -64,6 +68,11 @@ class Warehouse(ConfigurableResource):
     ) -> pd.DataFrame:
         """Rows whose columns equal ``where``'s values (a list value means IN)."""
         raise NotImplementedError
+
+    @staticmethod
+    def qualify_tables(sql: str, qualify: Callable[[str, str], str]) -> str:
+        """Replace every ``{schema.table}`` with ``qualify(schema, table)``."""
+        return TABLE_PLACEHOLDER.sub(lambda m: qualify(m.group(1), m.group(2)), sql)
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Run SQL; write table names as ``{schema.table}`` so each backend can qualify them, and

@@ -41,7 +41,6 @@ BQ_TYPES = {
     # BigQuery's JSON_VALUE / JSON_QUERY accept STRING arguments.
     "JSON": "STRING",
 }
-_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)\}")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -150,8 +149,8 @@ class BigQueryWarehouse(Warehouse):
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         params = params or {}
-        text = _PLACEHOLDER.sub(
-            lambda m: f"`{self.project}.{self.dataset_prefix}{m.group(1)}.{m.group(2)}`", sql
+        text = self.qualify_tables(
+            sql, lambda schema, table: f"`{self.project}.{self.dataset_prefix}{schema}.{table}`"
         )
         text = _PARAM.sub(lambda m: f"@{m.group(1)}" if m.group(1) in params else m.group(0), text)
         return _frame(self._run(text, [query_parameter(name, value) for name, value in params.items()]))

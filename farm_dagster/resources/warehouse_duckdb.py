@@ -29,7 +29,6 @@ _DUCK_TYPES = {
     "TIMESTAMP": "TIMESTAMPTZ",
     "JSON": "VARCHAR",
 }
-_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)\}")
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 _LOCK_MARKERS = ("could not set lock", "conflicting lock", "database is locked")
 
@@ -125,7 +124,7 @@ class DuckDBWarehouse(Warehouse):
             return _utc(con.execute(sql, params).df())
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        text = _PLACEHOLDER.sub(lambda m: f'"{m.group(1)}"."{m.group(2)}"', sql)
+        text = self.qualify_tables(sql, lambda schema, table: f'"{schema}"."{table}"')
         text = _PARAM.sub(lambda m: f"${m.group(1)}", text)  # BigQuery-style @name -> DuckDB $name
         with self.connect(read_only=True) as con:
             return _utc(con.execute(text, params or {}).df())
