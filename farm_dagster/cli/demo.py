@@ -240,6 +240,11 @@ def demo(
     instance = local_instance(settings)
     defs = _defs()
     console.print(f"data home: {settings.home_dir}   profile: {settings.profile.value}")
+    if not defs.resources["cache"].ping():
+        console.print(
+            f"[yellow]Redis at {settings.redis_url} is not reachable[/]: the demo still runs; leaderboards go to "
+            "the warehouse but not to the cache, and the bus is skipped. Start redis-server or set FARM_REDIS_URL."
+        )
     _load_market_data(defs, instance)
     _print_market_summary(defs)
     if data_only:
