@@ -473,9 +473,14 @@ class Broker:
         """Every event as (decision id, event), grouped by decision."""
         return [(did, event_dict(e)) for did, events in self._event_log.items() for e in events]
 
-    def events_json(self) -> dict[str | None, str]:
-        """decision id -> JSON array text of its events (what FMEL stores), built in one pass."""
+    def events_json(self, only: Iterable[str | None] | None = None) -> dict[str | None, str]:
+        """decision id -> JSON array text of its events (what FMEL stores), built in one pass.
+
+        ``only``: just these decisions (the ones whose text was not rendered during the run).
+        """
         log = self._event_log
+        if only is not None:
+            log = {did: log[did] for did in only if did in log}
         times = iso_many(e[1] for events in log.values() for e in events if type(e) is tuple)
         return {did: events_json(events, times) for did, events in log.items() if events}
 

@@ -86,13 +86,10 @@ def main(channel: Any) -> None:
     try:
         agent = load_agent(config["code"], filename, settings.params)
         broker = Broker(symbols, settings, record=False)
-        # Preallocate for the whole run when it is small; past ~32 MB let the buffer double instead.
+        # Allocate the announced run once: growing by doubling copies the buffer and holds the old
+        # and the new one at the same time, which costs both time and peak memory.
         hint = int(config.get("n_bars_hint") or 1024)
-        history = History(
-            len(symbols),
-            capacity=min(hint, max(1024, (32 << 20) // (40 * max(1, len(symbols))))),
-            expected=hint,
-        )
+        history = History(len(symbols), capacity=hint, expected=hint)
         ctx = Context(symbols, history, broker)
         agent.setup(ctx)
         ctx._take_reads()

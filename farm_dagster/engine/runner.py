@@ -14,6 +14,7 @@ import gc
 import json
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from farm_dagster.engine import protocol
-from farm_dagster.engine.broker import Broker, Trade
+from farm_dagster.engine.broker import Broker, Trade, events_json, iso_many
 from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.identity import code_hash as _code_hash
 from farm_dagster.engine.identity import result_id as _result_id
@@ -107,6 +108,9 @@ class _Run:
         self.tamper_bars: list[int] = []
         self._data_read = "{}"
         self._timestamps = panel.timestamps.tolist()  # Python ints: read once per bar
+        # Decisions whose FMEL texts are still to render: (logged, its events, wait for its order).
+        self._to_render: deque[tuple[LoggedDecision, list[Any] | None, bool]] = deque()
+        self._times: dict[int, str] | None = None  # bar time -> FMEL event time text
 
     def on_bar(self, t: int, block: np.ndarray) -> None:
         broker = self.broker
@@ -157,6 +161,7 @@ class _Run:
         """
         broker, index = self.broker, self.index
         check, submit = protocol.check_decision, broker.submit
+        queue = self._to_render.append
         closes = self.panel.close[t].tolist()
         held = broker.positions.tolist()
         equity = broker.equity
@@ -170,9 +175,13 @@ class _Run:
             if price is not None and price != price:
                 price = None
             action, quantity = d.action, d.quantity
+            item = LoggedDecision(did, d, action, quantity, price)
             if d.reject_reason is not None:
                 broker.reject_decision(did, ts_ns, d.reject_reason)
-            elif action != "HOLD":
+                queue((item, broker.bucket(did), False))
+            elif action == "HOLD":
+                queue((item, None, False))
+            else:
                 if action == "TARGET":
                     if d.target_shares is not None:
                         target = d.target_shares
@@ -181,11 +190,43 @@ class _Run:
                     else:
                         target = held[i]
                     delta = target - held[i]
-                    action = "BUY" if delta > 0 else "SELL" if delta < 0 else "HOLD"
-                    quantity = abs(delta)
-                submit(d, did, t, ts_ns)
-            logged.append(LoggedDecision(did, d, action, quantity, price))
+                    item.action = "BUY" if delta > 0 else "SELL" if delta < 0 else "HOLD"
+                    item.quantity = abs(delta)
+                order = submit(d, did, t, ts_ns)
+                queue((item, order.events, True))  # type: ignore[union-attr]
+            logged.append(item)
         return logged
+
+    def render_some(self, budget: int = 4) -> bool:
+        """Render the FMEL texts of up to ``budget`` decisions whose events are final.
+
+        Why: the parent waits for the agent on every bar; this work would otherwise run after
+        the stream, on the critical path. A decision's events are final once its order left the
+        book (an order that left has more than its "submitted" event). False = nothing to do now.
+        """
+        queue = self._to_render
+        if not queue:
+            return False
+        times = self._times
+        if times is None:
+            times = self._times = iso_many(self._timestamps)
+        inputs_text = self.log.inputs_text
+        done = 0
+        while queue and done < budget:
+            item, events, wait = queue[0]
+            if wait and len(events) < 2:  # type: ignore[arg-type]
+                return done > 0  # still on the book: its events are not final yet
+            queue.popleft()
+            item.inputs_json = inputs_text(item.decision)
+            if events:
+                try:
+                    item.events_json = events_json(events, times)
+                except KeyError:  # an event time that is not a bar time: leave it to the end
+                    item.events_json = None
+            else:
+                item.events_json = "[]"
+            done += 1
+        return True
 
 
 def _data_read_json(value: Any) -> str:
@@ -256,12 +297,15 @@ def _stream(proc: SandboxProcess, run: _Run, panel: BarPanel, progress: Progress
         return
     step = max(1, n // 200)
     send, recv, on_bar, apply = proc.send, proc.recv, run.on_bar, run.apply
+    ready, render = proc.ready, run.render_some
     decisions_type = protocol.DECISIONS
     bars = _bar_messages(panel)
     t, block, message = next(bars)
     send(message)
     while True:
         on_bar(t, block)  # fills of the orders decided on t-1, mark to t's close
+        while not ready() and render():  # the agent is still thinking: render FMEL texts meanwhile
+            pass
         reply = recv()
         if reply[0] != decisions_type:
             if reply[0] == protocol.ERROR:
@@ -404,7 +448,9 @@ def _result(
     fills = _fills_frame(broker)
     trades = _trades_frame(broker.all_trades())
     decisions = (
-        run.log.frame(broker.events_json(), positions=run.positions[: run.processed])
+        run.log.frame(
+            broker.events_json(only=run.log.unrendered_ids()), positions=run.positions[: run.processed]
+        )
         if len(run.log)
         else empty_frame()
     )

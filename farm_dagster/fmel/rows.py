@@ -30,6 +30,10 @@ class LoggedDecision:
     action: str  # BUY | SELL | HOLD, or the raw action of a rejected decision
     quantity: float | None
     price: float | None
+    # FMEL texts rendered ahead of :meth:`DecisionLog.frame` (the runner fills them while it waits
+    # for the agent); None = render in ``frame``, which gives the same text.
+    inputs_json: str | None = None
+    events_json: str | None = None
 
 
 def decision_prefix(run_id: str, bar: int) -> str:
@@ -112,7 +116,7 @@ def positions_texts(symbols: Sequence[str], matrix: np.ndarray) -> list[str]:
                 else:
                     as_float[i] = as_int[i] = ""
                 k += 1
-            text = "{" + ",".join([p for p in (as_float if fractional else as_int) if p]) + "}"
+            text = "{" + ",".join(filter(None, as_float if fractional else as_int)) + "}"
         out.append(text)
     return out
 
@@ -151,6 +155,15 @@ class DecisionLog:
         self._position_matrix: np.ndarray | None = None
         self._data_read: list[str] = []
         self._decisions: list[tuple[int, list[LoggedDecision]]] = []  # (row of the bar, decisions)
+        self._templates: dict[tuple[Any, ...], Any] = {}  # inputs key set -> text template
+
+    def inputs_text(self, decision: CheckedDecision) -> str:
+        """The FMEL ``inputs`` text of one decision (what :meth:`frame` writes for it)."""
+        return _inputs_json(decision.inputs, self._templates) if decision.inputs else "{}"
+
+    def unrendered_ids(self) -> list[str]:
+        """Ids of the logged decisions whose events text is left to :meth:`frame`."""
+        return [x.decision_id for _, ds in self._decisions for x in ds if x.events_json is None]
 
     def __len__(self) -> int:
         return len(self._bars)
@@ -237,7 +250,7 @@ class DecisionLog:
             int(offsets[row]) + seq for row, decisions in self._decisions for seq in range(len(decisions))
         ]
         checked = [item.decision for item in flat]
-        templates: dict[tuple[Any, ...], tuple[tuple[str, ...], str] | None] = {}
+        inputs_text = self.inputs_text
         get_events = by_decision.get
         cols: dict[str, list[Any]] = {
             "id": [item.decision_id for item in flat],
@@ -247,8 +260,11 @@ class DecisionLog:
                 d.order_type if d.reject_reason is None and d.action != "HOLD" else None for d in checked
             ],
             "why": [d.reasoning for d in checked],
-            "inputs": [_inputs_json(d.inputs, templates) if d.inputs else "{}" for d in checked],
-            "events": [_events_text(get_events(x.decision_id)) for x in flat],
+            "inputs": [x.inputs_json if x.inputs_json is not None else inputs_text(x.decision) for x in flat],
+            "events": [
+                x.events_json if x.events_json is not None else _events_text(get_events(x.decision_id))
+                for x in flat
+            ],
         }
         values = [
             (item.quantity, item.price, d.limit_price, d.target_shares, d.target_percent, d.confidence)
@@ -277,36 +293,35 @@ class DecisionLog:
         data_read = (
             np.asarray(self._data_read, dtype=object)[row_bar] if n_bars else np.zeros(0, dtype=object)
         )
-        frame = pd.DataFrame(
-            {
-                "decision_id": decision_ids,
-                "decision_point": bars,
-                "agent_id": self.ids["agent_id"],
-                "user_id": self.ids["user_id"],
-                "run_id": self.ids["run_id"],
-                "mode": self.ids["mode"],
-                "timestamp": pd.to_datetime(np.asarray(self._ts, dtype=np.int64)[row_bar], utc=True),
-                "symbol": symbol,
-                "action": action,
-                "quantity": floats["quantity"],
-                "price": floats["price"],
-                "order_type": order_type,
-                "limit_price": floats["limit_price"],
-                "target_shares": floats["target_shares"],
-                "target_percent": floats["target_percent"],
-                "confidence": floats["confidence"],
-                "reasoning": reasoning,
-                "inputs": inputs,
-                "data_read": data_read,
-                "cash": np.asarray(self._cash, dtype=np.float64)[row_bar],
-                "equity": np.asarray(self._equity, dtype=np.float64)[row_bar],
-                "positions": positions_col,
-                "events": event_col,
-                "code_hash": self.ids["code_hash"],
-                "data_version": self.ids["data_version"],
-            }
-        )
-        return frame[FMEL_DECISIONS.column_names]
+        columns = {
+            "decision_id": decision_ids,
+            "decision_point": bars,
+            "agent_id": self.ids["agent_id"],
+            "user_id": self.ids["user_id"],
+            "run_id": self.ids["run_id"],
+            "mode": self.ids["mode"],
+            "timestamp": pd.to_datetime(np.asarray(self._ts, dtype=np.int64)[row_bar], utc=True),
+            "symbol": symbol,
+            "action": action,
+            "quantity": floats["quantity"],
+            "price": floats["price"],
+            "order_type": order_type,
+            "limit_price": floats["limit_price"],
+            "target_shares": floats["target_shares"],
+            "target_percent": floats["target_percent"],
+            "confidence": floats["confidence"],
+            "reasoning": reasoning,
+            "inputs": inputs,
+            "data_read": data_read,
+            "cash": np.asarray(self._cash, dtype=np.float64)[row_bar],
+            "equity": np.asarray(self._equity, dtype=np.float64)[row_bar],
+            "positions": positions_col,
+            "events": event_col,
+            "code_hash": self.ids["code_hash"],
+            "data_version": self.ids["data_version"],
+        }
+        # Built in the table's column order (selecting the columns afterwards would copy them all).
+        return pd.DataFrame({name: columns[name] for name in FMEL_DECISIONS.column_names})
 
     def _bar_positions(self, matrix: np.ndarray | None) -> list[str]:
         """Each logged bar's positions text; deferred ones rendered from ``matrix`` in one pass."""

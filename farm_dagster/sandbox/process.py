@@ -104,6 +104,13 @@ class Channel:
                 raise ChannelClosed("channel closed by the other side")
             buf += chunk
 
+    def ready(self) -> bool:
+        """True when :meth:`recv` has something to read now (a whole frame buffered, data or EOF)."""
+        buf = self._buf
+        if len(buf) >= 4 and len(buf) >= 4 + HEADER.unpack_from(buf)[0]:
+            return True
+        return bool(self._poll.poll(0))
+
     def _spin(self) -> bool:
         """Poll without sleeping for up to ``spin_seconds``; True when data (or EOF) is ready."""
         if self.spin_seconds <= 0:
@@ -259,6 +266,10 @@ class SandboxProcess:
             raise SandboxTimeout(f"no answer from the agent within the {limit}") from None
         except ChannelClosed:
             raise self._crashed() from None
+
+    def ready(self) -> bool:
+        """True when the child's next message (or its death) can be read without waiting."""
+        return self._channel is None or self._channel.ready()
 
     def _crashed(self) -> SandboxCrashed:
         assert self._proc is not None
