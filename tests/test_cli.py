@@ -49,12 +49,18 @@ def test_backtest_rejects_bad_code_with_file_and_line(settings, tmp_path):
 
 @pytest.mark.slow
 def test_demo_then_backfill_over_a_new_window(settings):
-    demo = runner.invoke(app, ["demo"])
+    demo = runner.invoke(app, ["demo"], env={"COLUMNS": "220"})
     assert demo.exit_code == 0, demo.output
     assert re.search(r"market_data\.ohlcv: (\d+) symbols", demo.output)
     assert int(re.search(r"market_data\.ohlcv: (\d+) symbols", demo.output).group(1)) >= 27
     assert "Leaderboard: backtest / sharpe / all_time" in demo.output
-    assert demo.output.count("FMEL ") == 5
+    assert "FMEL: decisions, and outcome by confidence" in demo.output
+    agent_ids = [doc["id"] for doc in build_resources(settings)["opstore"].query(AGENTS)]
+    assert len(agent_ids) == 5
+    board = demo.output.split("Leaderboard: backtest / sharpe / all_time")[1].split("FMEL: decisions")[0]
+    fmel = demo.output.split("FMEL: decisions")[1]
+    for agent_id in agent_ids:  # ranked on the board and summarized in the FMEL table
+        assert agent_id in board and agent_id in fmel, agent_id
 
     warehouse = build_resources(settings)["warehouse"]
     before = warehouse.read(METRICS)

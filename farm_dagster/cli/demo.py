@@ -185,7 +185,7 @@ def _run_backtests(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[t
 
 
 def _print_leaderboard_and_fmel(defs: dg.Definitions) -> None:
-    from farm_dagster.fmel.analytics import CONFIDENCE_OUTCOMES, DECISION_COUNTS
+    from farm_dagster.fmel.analytics import BUCKET_LABELS, CONFIDENCE_OUTCOMES, DECISION_COUNTS
     from farm_dagster.leaderboard import RANKINGS
     from farm_dagster.results_store import latest_runs
 
@@ -211,15 +211,28 @@ def _print_leaderboard_and_fmel(defs: dg.Definitions) -> None:
     console.print(table)
     counts = warehouse.read(DECISION_COUNTS)
     outcomes = warehouse.read(CONFIDENCE_OUTCOMES)
+    fmel = Table(title="FMEL: decisions, and outcome by confidence (hit rate / mean 5-bar forward return, n)")
+    fmel.add_column("agent")
+    for action in ("BUY", "SELL", "HOLD"):
+        fmel.add_column(action, justify="right")
+    for label in BUCKET_LABELS:
+        fmel.add_column(f"conf {label}", justify="right")
     for agent_id in runs.index:
         mine = counts[counts["scope"] == agent_id].groupby("action")["n"].sum()
-        calib = outcomes[(outcomes["scope"] == agent_id) & (outcomes["n_scored"] > 0)]
-        text = ", ".join(f"{action} {int(n):,}" for action, n in mine.items())
-        buckets = "; ".join(
-            f"conf {r.bucket}: n={int(r.n_scored)}, hit {r.hit_rate:.0%}, fwd {r.mean_forward_return:+.2%}"
-            for r in calib.itertuples(index=False)
+        calib = outcomes[outcomes["scope"] == agent_id].set_index("bucket")
+        cells = []
+        for label in BUCKET_LABELS:
+            row = calib.loc[label] if label in calib.index else None
+            scored = int(row["n_scored"]) if row is not None else 0
+            cells.append(
+                f"{row['hit_rate']:.0%} / {row['mean_forward_return']:+.2%} ({scored})" if scored else ""
+            )
+        fmel.add_row(
+            f"FMEL {agent_id}",
+            *(f"{int(mine.get(action, 0)):,}" for action in ("BUY", "SELL", "HOLD")),
+            *cells,
         )
-        console.print(f"[bold]FMEL {agent_id}[/]: {text}\n    {buckets or 'no scored BUY/SELL decisions'}")
+    console.print(fmel)
 
 
 def _fail(message: str) -> int:
