@@ -51,7 +51,9 @@ class FarmSettings(BaseSettings):
     alpaca_paper: bool = Field(True, description="use Alpaca's paper endpoint")
 
     sandbox_cpu_seconds: int = Field(600, ge=1, description="CPU-time limit of one agent process")
-    sandbox_memory_mb: int = Field(2048, ge=64, description="memory (data segment) limit of one agent process, MB")
+    sandbox_memory_mb: int = Field(
+        2048, ge=64, description="memory (data segment) limit of one agent process, MB"
+    )
     sandbox_wall_seconds: int = Field(1800, ge=1, description="wall-clock limit of one agent run")
 
     @model_validator(mode="after")
