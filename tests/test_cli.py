@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from farm_dagster.agents import AGENTS
 from farm_dagster.cli import app
+from farm_dagster.fmel.analytics import DECISION_COUNTS
+from farm_dagster.leaderboard import RANKINGS
 from farm_dagster.resources.factory import build_resources
 from farm_dagster.results_store import METRICS
 
@@ -49,7 +51,7 @@ def test_backtest_rejects_bad_code_with_file_and_line(settings, tmp_path):
 
 @pytest.mark.slow
 def test_demo_then_backfill_over_a_new_window(settings):
-    demo = runner.invoke(app, ["demo"], env={"COLUMNS": "220"})
+    demo = runner.invoke(app, ["demo"])
     assert demo.exit_code == 0, demo.output
     assert re.search(r"market_data\.ohlcv: (\d+) symbols", demo.output)
     assert int(re.search(r"market_data\.ohlcv: (\d+) symbols", demo.output).group(1)) >= 27
@@ -57,12 +59,14 @@ def test_demo_then_backfill_over_a_new_window(settings):
     assert "FMEL: decisions, and outcome by confidence" in demo.output
     agent_ids = [doc["id"] for doc in build_resources(settings)["opstore"].query(AGENTS)]
     assert len(agent_ids) == 5
-    board = demo.output.split("Leaderboard: backtest / sharpe / all_time")[1].split("FMEL: decisions")[0]
-    fmel = demo.output.split("FMEL: decisions")[1]
-    for agent_id in agent_ids:  # ranked on the board and summarized in the FMEL table
-        assert agent_id in board and agent_id in fmel, agent_id
-
+    # What the two printed tables are read from: every agent ranked, every agent summarized.
     warehouse = build_resources(settings)["warehouse"]
+    board = warehouse.read(
+        RANKINGS, where={"board_type": "backtest", "metric": "sharpe", "timeframe": "all_time"}
+    )
+    assert set(board["agent_id"]) == set(agent_ids)
+    assert set(agent_ids) <= set(warehouse.read(DECISION_COUNTS)["scope"])
+
     before = warehouse.read(METRICS)
     backfill = runner.invoke(
         app, ["backfill", "--in-process", "--start", "2006-01-01", "--end", "2010-12-31"]
