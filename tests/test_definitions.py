@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from farm_dagster.definitions import build_definitions
 
@@ -51,3 +52,58 @@ def test_workspace_validates_with_the_dagster_cli(settings, tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Validation successful for code location farm" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_dagster_ui_serves_the_lineage(settings, tmp_path):
+    """The webserver `farm ui` runs (dagster-webserver on workspace.yaml) lists the assets and their lineage."""
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    from farm_dagster.local_redis import free_port
+
+    port = free_port()
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml", "-h", "127.0.0.1",
+         "-p", str(port)],
+        cwd=REPO,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "webserver.log").open("wb"),
+        start_new_session=True,
+    )  # fmt: skip
+    query = json.dumps({"query": "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"})
+    nodes = None
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and nodes is None:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    data=query.encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    payload = json.loads(response.read())
+                nodes = payload["data"]["assetNodes"] or None
+            except (OSError, KeyError, TypeError, ValueError):
+                time.sleep(1)
+        assert nodes, (tmp_path / "webserver.log").read_text()[-3000:]
+        deps = {
+            "/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]} for n in nodes
+        }
+        groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
+        assert groups["market_data_ohlcv"] == "market_data"
+        assert "market_data_ohlcv" in deps["agent_backtest"]
+        assert "agent_backtest" in deps["fmel_analytics"]
+        assert {"agent_backtest", "fmel_analytics"} <= deps["leaderboard"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
