@@ -47,7 +47,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -175,12 +174,6 @@ def bench_definitions() -> dg.Definitions:
 # --- environment ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def redis_server(workdir: Path) -> Iterator[tuple[str, str]]:
     """(url, origin): $REDIS_URL when set, else a private redis-server stopped on exit."""
@@ -189,27 +182,16 @@ def redis_server(workdir: Path) -> Iterator[tuple[str, str]]:
         return
     import redis
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed: run scripts/setup.sh (or set REDIS_URL)")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    from farm_dagster.local_services import RedisStartError, free_port, start_redis_server
+
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise SystemExit(f"redis-server did not start on port {port}") from None
-            time.sleep(0.05)
+    try:
+        proc = start_redis_server(
+            workdir, ["--port", str(port), "--bind", "127.0.0.1"], redis.Redis.from_url(url)
+        )
+    except RedisStartError as exc:
+        raise SystemExit(str(exc)) from None
     try:
         yield url, f"private redis-server (pid {proc.pid})"
     finally:
@@ -483,6 +465,8 @@ def run_daemon_mode(
     defs: dg.Definitions, instance: dg.DagsterInstance, home: Path, n: int, symbols: list[str], timeout: float
 ) -> tuple[list[RunTiming], dict[str, Any]]:
     """(a): submit, and let dagster-daemon + its code server + run workers do the rest."""
+    from farm_dagster.local_services import stop_process_group
+
     workspace = home / "workspace.yaml"
     workspace.write_text(
         "load_from:\n"
@@ -510,7 +494,7 @@ def run_daemon_mode(
         load_after = load_text()
         extra = _drain(instance, timeout=max(120.0, timeout / 4))
     finally:
-        _stop(daemon)
+        stop_process_group(daemon)
         log.close()
     context = {
         "load_before": load_before,
@@ -593,19 +577,6 @@ def _drain(instance: dg.DagsterInstance, timeout: float) -> dict[str, Any]:
         "refresh_unfinished": sum(r.status not in TERMINAL for r in runs),
         "refresh_mean_s": statistics.mean(walls) if walls else 0.0,
     }
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the daemon we started and its process group (its code server), by id."""
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def run_in_process_mode(

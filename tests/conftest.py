@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from farm_dagster.local_redis import RedisStartError, free_port, start_redis_server
+from farm_dagster.local_services import RedisStartError, free_port, start_redis_server
 from farm_dagster.resources.bus_redis import RedisStreamsBus
 from farm_dagster.resources.cache_redis import RedisCache
 from farm_dagster.resources.object_store_local import LocalObjectStore

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from farm_dagster.local_redis import RedisStartError, start_redis_server
+from farm_dagster.local_services import RedisStartError, start_redis_server
 from tests import gcp_emulators
 from tests.gcp_emulators import FIRESTORE, PUBSUB, EmulatorKind, RunningEmulator
 

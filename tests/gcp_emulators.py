@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from farm_dagster.local_redis import free_port
+from farm_dagster.local_services import free_port
 
 
 @dataclass(frozen=True)

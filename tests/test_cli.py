@@ -85,28 +85,25 @@ def test_demo_then_backfill_over_a_new_window(settings):
 def test_backfill_through_the_dagster_daemon(settings, tmp_path):
     """`farm backfill` submits a real Dagster backfill; the daemon (as `farm ui` runs it) executes it."""
     import os
-    import signal
-    import subprocess
     import sys
     import time
 
     import dagster as dg
 
     from farm_dagster.instance import ensure_dagster_home
+    from farm_dagster.local_services import background_process
 
     demo = runner.invoke(app, ["demo"])
     assert demo.exit_code == 0, demo.output
     home = ensure_dagster_home(settings)
     daemon_bin = Path(sys.executable).with_name("dagster-daemon")
-    daemon = subprocess.Popen(
+    log = tmp_path / "daemon.log"
+    with background_process(
         [str(daemon_bin), "run", "-w", str(REPO / "workspace.yaml")],
         cwd=REPO,
         env={**os.environ, "DAGSTER_HOME": str(home)},
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "daemon.log").open("wb"),
-        start_new_session=True,
-    )
-    try:
+        log_path=log,
+    ):
         backfill = runner.invoke(app, ["backfill", "--start", "2007-01-01", "--end", "2009-12-31"])
         assert backfill.exit_code == 0, backfill.output
         instance = dg.DagsterInstance.get()
@@ -119,15 +116,9 @@ def test_backfill_through_the_dagster_daemon(settings, tmp_path):
             if len(runs) == 5 and all(r.is_finished for r in runs):
                 break
             time.sleep(2)
-        assert len(runs) == 5, (tmp_path / "daemon.log").read_text()[-3000:]
+        assert len(runs) == 5, log.read_text()[-3000:]
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [r.status for r in runs]
         assert {r.tags["dagster/partition"] for r in runs} == set(instance.get_dynamic_partitions("agents"))
         newest = build_resources(settings)["warehouse"].read(METRICS).sort_values("finished_at")
         newest = newest.groupby("agent_id").tail(1)
         assert (newest["window_end"] <= "2009-12-31 23:59:59+00:00").all()
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)

@@ -58,27 +58,23 @@ def test_workspace_validates_with_the_dagster_cli(settings, tmp_path):
 def test_dagster_ui_serves_the_lineage(settings, tmp_path):
     """The webserver `farm ui` runs (dagster-webserver on workspace.yaml) lists the assets and their lineage."""
     import json
-    import signal
     import time
     import urllib.request
 
-    from farm_dagster.local_redis import free_port
+    from farm_dagster.local_services import background_process, free_port
 
     port = free_port()
     home = tmp_path / "dagster-home"
     home.mkdir()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml", "-h", "127.0.0.1",
-         "-p", str(port)],
-        cwd=REPO,
-        env={**os.environ, "DAGSTER_HOME": str(home)},
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "webserver.log").open("wb"),
-        start_new_session=True,
-    )  # fmt: skip
+    webserver = Path(sys.executable).with_name("dagster-webserver")
     query = json.dumps({"query": "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"})
     nodes = None
-    try:
+    with background_process(
+        [str(webserver), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        log_path=tmp_path / "webserver.log",
+    ):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and nodes is None:
             try:
@@ -101,9 +97,3 @@ def test_dagster_ui_serves_the_lineage(settings, tmp_path):
         assert "market_data_ohlcv" in deps["agent_backtest"]
         assert "agent_backtest" in deps["fmel_analytics"]
         assert {"agent_backtest", "fmel_analytics"} <= deps["leaderboard"]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
