@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from farm_dagster.resources.base import Bus, Cache, ObjectStore, OperationalStore, Warehouse
 from farm_dagster.settings import FarmSettings, Profile, get_settings
 
 RESOURCE_KEYS = ("warehouse", "object_store", "opstore", "cache", "bus")
@@ -58,8 +57,3 @@ def _gcp(settings: FarmSettings) -> dict[str, Any]:
         ),
         "bus": PubSubBus(project=project),
     }
-
-
-def typed(resources: dict[str, Any]) -> tuple[Warehouse, ObjectStore, OperationalStore, Cache, Bus]:
-    """The five resources in a fixed order, for code outside Dagster that wants them typed."""
-    return tuple(resources[key] for key in RESOURCE_KEYS)  # type: ignore[return-value]

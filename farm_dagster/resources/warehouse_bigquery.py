@@ -29,7 +29,7 @@ from google.cloud import bigquery
 from pydantic import Field, PrivateAttr
 
 from farm_dagster.resources.base import Warehouse
-from farm_dagster.resources.tables import TABLES, TableSpec
+from farm_dagster.resources.tables import TableSpec
 
 BQ_TYPES = {
     "STRING": "STRING",
@@ -93,11 +93,6 @@ class BigQueryWarehouse(Warehouse):
         self.client.create_dataset(dataset, exists_ok=True)
         self.client.create_table(self.table_definition(spec), exists_ok=True)
         self._ensured.add(spec.name)
-
-    def ensure_all(self) -> None:
-        """Create every registered table (start-up, so readers never meet a missing table)."""
-        for spec in TABLES.values():
-            self.ensure_table(spec)
 
     def write(
         self,

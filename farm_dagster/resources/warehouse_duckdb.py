@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import Field
 
 from farm_dagster.resources.base import Warehouse
-from farm_dagster.resources.tables import TABLES, TableSpec
+from farm_dagster.resources.tables import TableSpec
 
 _DUCK_TYPES = {
     "STRING": "VARCHAR",
@@ -134,12 +134,6 @@ class DuckDBWarehouse(Warehouse):
             return False
         with self.connect(read_only=True) as con:
             return _exists(con, spec)
-
-    def ensure_all(self) -> None:
-        """Create every registered table (used at start-up so readers never meet a missing table)."""
-        with self.connect() as con:
-            for spec in TABLES.values():
-                self._ensure(con, spec)
 
 
 def _exists(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> bool:
