@@ -93,4 +93,4 @@ def cache(redis_db: str) -> RedisCache:
 
 @pytest.fixture
 def bus(redis_db: str) -> RedisStreamsBus:
-    return RedisStreamsBus(url=redis_db, ack_deadline_seconds=1.0)
+    return RedisStreamsBus(url=redis_db, ack_deadline_seconds=2.0)  # same margin as the Pub/Sub contract bus
