@@ -356,7 +356,8 @@ STOPPER = """import backtrader as bt
 class Agent(bt.Strategy):
     def next(self):
         if len(self) == 10:
-            self.sell(size=1, exectype=bt.Order.Stop, price=self.data.close[0] * 0.9)
+            self.sell(size=1, exectype=bt.Order.StopLimit, price=self.data.close[0] * 0.9,
+                      plimit=self.data.close[0] * 0.85)
 """
 
 
@@ -366,9 +367,70 @@ def test_unsupported_order_type_is_a_clear_error(aapl: BarPanel) -> None:
 
     assert result.status == "failed"
     assert result.error.error_type == "UnsupportedOrderError"
-    assert "Stop orders are not supported" in result.error.message
+    assert "StopLimit orders are not supported" in result.error.message
     assert result.error.line == _line_of(STOPPER, "self.sell(")
     assert result.fills.empty
+
+
+STOP_LOSS = """import backtrader as bt
+
+
+class Agent(bt.Strategy):
+    \"\"\"Trend entry with a protective stop that trails by hand: cancel the old stop, place a new one.\"\"\"
+
+    params = (("period", 20), ("stop_pct", 0.05))
+
+    def __init__(self):
+        self.sma = bt.indicators.SMA(self.data.close, period=self.p.period)
+        self.stop_order = None
+        self.entry = None
+
+    def notify_order(self, order):
+        if order.status == order.Completed and self.stop_order is not None and order.ref == self.stop_order.ref:
+            self.stop_order = None  # stopped out
+
+    def next(self):
+        close = self.data.close[0]
+        if not self.position and self.entry is None and close > self.sma[0]:
+            self.entry = self.buy(size=100)
+            self.fmel_reasoning = "close above SMA: enter"
+        elif self.position and self.entry is not None:
+            level = close * (1 - self.p.stop_pct)
+            if self.stop_order is None or level > self.stop_order.created.price * 1.01:
+                if self.stop_order is not None:
+                    self.cancel(self.stop_order)
+                self.stop_order = self.sell(size=self.position.size, exectype=bt.Order.Stop, price=level)
+                self.fmel_reasoning = "raise the stop to %.2f" % level
+        if not self.position and self.stop_order is None and self.entry is not None and self.entry.status == self.entry.Completed:
+            self.entry = None  # flat again after a stop-out: look for the next entry
+"""
+
+
+@pytest.mark.slow
+def test_stop_loss_and_cancel_match_plain_backtrader(aapl: BarPanel) -> None:
+    """Stop orders and cancels of live orders give backtrader's own fills, trades and final value."""
+    cerebro, rec = plain_backtrader(STOP_LOSS, aapl)
+    result = run_ours(STOP_LOSS, aapl, filename="stop_loss.py")
+
+    assert result.status == "completed", result.error
+    sells = [f for f in rec.fills if f[2] == "SELL"]
+    assert len(sells) >= 5  # the window stops out several times
+    _assert_same_fills(_fill_tuples(result), rec.fills)
+    _assert_same_trades(result, rec.trades)
+    assert result.equity["equity"].iloc[-1] == pytest.approx(cerebro.broker.getvalue(), rel=1e-12)
+    assert not result.tamper_suspected, result.info["tamper_bars"]
+    decisions = result.decisions
+    cancels = decisions[decisions["action"] == "CANCEL"]
+    assert len(cancels) >= 10  # the stop was raised (cancel + new stop) many times
+    cancelled_ids = set()
+    for raw in cancels["events"]:
+        (event,) = json.loads(raw)
+        assert event["type"] == "cancelled" and event["reason"] == "cancelled by the agent"
+        cancelled_ids.add(event["order_id"])
+    stops = decisions[decisions["order_type"] == "stop"]
+    stop_events = [e for raw in stops["events"] for e in json.loads(raw)]
+    assert {e["order_id"] for e in stop_events if e["type"] == "cancelled"} == cancelled_ids
+    assert all(e["stop_price"] > 0 for e in stop_events if e["type"] == "submitted")
 
 
 # ------------------------------------------------------------------------------------------- (4) FMEL

@@ -21,10 +21,10 @@ def bar(o: float, h: float, lo: float, c: float, other: float = 50.0) -> np.ndar
     return np.array([[o, other], [h, other], [lo, other], [c, other], [1e6, 1e6]], dtype=np.float64)
 
 
-def decide(broker: Broker, t: int, **raw: object) -> None:
+def decide(broker: Broker, t: int, seq: int = 0, **raw: object) -> None:
     checked = check_decision({"symbol": "AAA", **raw}, INDEX)
     assert checked.reject_reason is None, checked.reject_reason
-    broker.submit(checked, f"d{t}", t, t * DAY)
+    broker.submit(checked, f"d{t}-{seq}", t, t * DAY, seq)
 
 
 def events(broker: Broker, kind: str) -> list[dict]:
@@ -40,7 +40,7 @@ def test_market_order_fills_at_next_open_never_on_its_own_bar() -> None:
     assert broker.positions[0] == 10
     assert broker.cash == pytest.approx(10_000 - 10 * 102)
     assert broker.equity == pytest.approx(broker.cash + 10 * 103)
-    assert broker.fills[0].price == 102 and broker.fills[0].decision_id == "d0"
+    assert broker.fills[0].price == 102 and broker.fills[0].decision_id == "d0-0"
 
 
 def test_commission_per_share_percent_and_minimum() -> None:
@@ -83,6 +83,66 @@ def test_limit_orders_fill_only_when_traded_through_at_open_or_limit() -> None:
     assert broker.fills[1].price == 101
     for fill in broker.fills:
         assert 94 <= fill.price <= 102
+
+
+def test_stop_orders_trigger_when_traded_through_at_open_on_a_gap_else_at_the_stop() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=10, order_type="stop", stop_price=105)
+    broker.on_bar(1, DAY, bar(101, 104, 99, 103))  # high 104 < 105: not triggered
+    assert not broker.fills and len(broker.pending) == 1
+    broker.on_bar(2, 2 * DAY, bar(103, 107, 102, 106))  # trades through 105 during the bar: at the stop
+    assert broker.fills[0].price == 105 and broker.positions[0] == 10
+    decide(broker, 2, action="SELL", quantity=4, order_type="stop", stop_price=100)
+    decide(broker, 2, seq=1, action="SELL", quantity=6, order_type="stop", stop_price=90)
+    broker.on_bar(3, 3 * DAY, bar(98, 99, 92, 95))  # opens below 100: the first stop fills at the open
+    assert [f.price for f in broker.fills[1:]] == [98]
+    broker.on_bar(4, 4 * DAY, bar(94, 95, 89, 90))  # low 89 <= 90: the second at its stop
+    assert [f.price for f in broker.fills[1:]] == [98, 90] and broker.positions[0] == 0
+    submitted = events(broker, "submitted")
+    assert [e["stop_price"] for e in submitted] == [105, 100, 90]
+    assert all("limit_price" not in e for e in submitted)
+
+
+def test_stop_slippage_moves_against_the_order_and_stays_in_the_bar() -> None:
+    costs = CostModel(slippage_bps=100)
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000, costs=costs))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=1, order_type="stop", stop_price=105)
+    broker.on_bar(1, DAY, bar(103, 105.5, 102, 105))  # triggers at 105; +1% would be 106.05 > high
+    assert broker.fills[0].price == 105.5
+
+
+def test_cancel_withdraws_an_open_order_and_a_stale_cancel_is_rejected() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=5)
+    decide(broker, 0, seq=1, action="BUY", quantity=5, order_type="limit", limit_price=90)
+    decide(broker, 0, seq=2, action="CANCEL", order_ref="0000000-000")  # same bar: never fills
+    assert [o.seq for o in broker.open_orders()] == [1]
+    broker.on_bar(1, DAY, bar(100, 101, 95, 100))
+    assert not broker.fills
+    decide(broker, 1, action="CANCEL", order_ref="0000000-001")
+    decide(broker, 1, seq=1, action="CANCEL", order_ref="0000000-001")  # already gone
+    broker.on_bar(2, 2 * DAY, bar(91, 92, 80, 85))  # would have filled the limit
+    assert not broker.fills and not broker.open_orders()
+    log = broker.event_log
+    assert [e["type"] for e in log["d0-0"]] == ["submitted", "cancelled"]
+    assert log["d0-2"] == [log["d0-0"][1]]  # the cancel's own row shows what it did
+    assert log["d0-2"][0]["reason"] == "cancelled by the agent"
+    assert log["d1-0"][0]["order_id"] == log["d0-1"][0]["order_id"]
+    (stale,) = log["d1-1"]
+    assert stale["type"] == "rejected" and "no open AAA order 0000000-001" in stale["reason"]
+
+
+def test_cancel_must_name_the_orders_symbol() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=5, order_type="limit", limit_price=90)
+    other = check_decision({"symbol": "BBB", "action": "CANCEL", "order_ref": "0000000-000"}, INDEX)
+    broker.submit(other, "x", 0, 0, 1)
+    assert len(broker.open_orders()) == 1
+    assert "no open BBB order" in broker.event_log["x"][0]["reason"]
 
 
 def test_nan_bar_keeps_orders_waiting() -> None:

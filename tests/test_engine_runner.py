@@ -16,7 +16,13 @@ from farm_dagster.market_data.panel import BarPanel
 from farm_dagster.market_data.synthetic import synthetic_panel
 from farm_dagster.sandbox.limits import SandboxLimits
 
-EXAMPLES = ["ma_crossover.py", "rsi_mean_reversion.py", "momentum_rotation.py", "buy_and_hold.py"]
+EXAMPLES = [
+    "ma_crossover.py",
+    "rsi_mean_reversion.py",
+    "momentum_rotation.py",
+    "buy_and_hold.py",
+    "trend_stop_loss.py",
+]
 CASH = 100_000.0
 
 
@@ -58,13 +64,55 @@ def test_examples_complete_with_consistent_trusted_accounting(example: str) -> N
     marked = (result.positions.to_numpy() * np.nan_to_num(panel.close)).sum(axis=1)
     np.testing.assert_allclose(result.equity["equity"], result.equity["cash"] + marked, rtol=1e-12)
     np.testing.assert_allclose(result.equity["cash"], replay_cash(result, CASH), rtol=1e-12, atol=1e-6)
-    # no costs, market orders: every fill is exactly the open of its bar, decided on an earlier bar
+    # no costs: a market order fills exactly at the open of its bar, a stop at the open or its stop;
+    # every fill on a bar after its decision
     opens = panel.frame("open")
-    decided_at = result.decisions.set_index("decision_id")["timestamp"]
+    decisions = result.decisions.set_index("decision_id")
     for fill in result.fills.itertuples():
-        assert fill.price == opens.at[fill.timestamp, fill.symbol]
-        assert fill.timestamp > decided_at[fill.decision_id]
+        decision = decisions.loc[fill.decision_id]
+        expected = opens.at[fill.timestamp, fill.symbol]
+        if decision["order_type"] == "stop":
+            expected = min(expected, json.loads(decision["events"])[0]["stop_price"])  # sell stops here
+        assert fill.price == expected
+        assert fill.timestamp > decision["timestamp"]
     assert result.metrics["total_return"] == pytest.approx(result.equity["equity"].iloc[-1] / CASH - 1)
+
+
+def test_stop_losses_fill_by_the_stop_rule_and_cancels_are_logged() -> None:
+    """The stop-loss example: each stop fills on the first bar that trades through it, at the open on
+    a gap and at the stop otherwise; each raise is a CANCEL row naming the stop it withdrew."""
+    panel = synthetic_panel(4, 800, seed=5)
+    code = (PROJECT_ROOT / "examples" / "trend_stop_loss.py").read_text()
+    result = run(code, panel, filename="trend_stop_loss.py")
+    assert result.status == "completed", result.error
+    assert not result.tamper_suspected  # the agent's mirror applied the same stops and cancels
+    rows = result.decisions
+    stops, cancels = rows[rows["order_type"] == "stop"], rows[rows["action"] == "CANCEL"]
+    filled = 0
+    for row in stops.itertuples():
+        events = json.loads(row.events)
+        assert events[0]["type"] == "submitted"
+        stop, i = events[0]["stop_price"], panel.symbols.index(row.symbol)
+        fills = [e for e in events if e["type"] == "filled"]
+        gone = [e for e in events if e["type"] in ("filled", "cancelled")]
+        end = panel.n_bars if not gone else panel.index.get_loc(pd.Timestamp(gone[0]["time"]))
+        if gone and gone[0]["type"] == "cancelled":
+            end += 1  # cancelled on bar c: it was still live on bar c, gone before c + 1's fills
+        assert (panel.low[row.decision_point + 1 : end, i] > stop).all()  # no earlier bar reached it
+        if fills:
+            opened, low = panel.open[end, i], panel.low[end, i]
+            assert low <= stop and fills[0]["price"] == (opened if opened <= stop else stop)
+            filled += 1
+    assert filled >= 5 and len(cancels) >= 5
+    stop_orders = {
+        e["order_id"]: row.symbol
+        for row in stops.itertuples()
+        for e in json.loads(row.events)
+        if e["type"] == "submitted"
+    }
+    for row in cancels.itertuples():
+        (event,) = json.loads(row.events)
+        assert event["type"] == "cancelled" and stop_orders[event["order_id"]] == row.symbol
 
 
 def test_costs_reach_the_reported_equity() -> None:

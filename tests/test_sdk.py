@@ -18,6 +18,7 @@ from farm_dagster.sdk import (
     Decision,
     ParamError,
     buy,
+    cancel,
     hold,
     indicators,
     sell,
@@ -165,6 +166,30 @@ def test_decision_helpers_build_compact_wire_form() -> None:
         assert protocol.check_decision(wire, {"AAA": 0}).reject_reason is None
 
 
+def test_stop_and_cancel_helpers_round_trip_through_the_checks() -> None:
+    stop = sell("AAA", 3, stop=np.float64(9.25), reasoning="stop-loss")
+    assert stop.to_wire() == {
+        "symbol": "AAA",
+        "action": "SELL",
+        "quantity": 3,
+        "order_type": "stop",
+        "stop_price": 9.25,
+        "reasoning": "stop-loss",
+    }
+    for form in (stop.to_wire(), stop.to_compact()):
+        checked = protocol.check_decision(form, {"AAA": 0})
+        assert (checked.order_type, checked.stop_price, checked.reject_reason) == ("stop", 9.25, None)
+    with pytest.raises(ValueError, match="stop-limit"):
+        buy("AAA", 1, limit=10, stop=11)
+    with pytest.raises(ValueError, match="not been sent"):
+        cancel(stop)  # no ref until the platform has sent it
+    stop.placed = (12, 3)
+    withdraw = cancel(stop, reasoning="trend over")
+    assert stop.ref == "0000012-003" and withdraw.to_wire()["order_ref"] == "0000012-003"
+    checked = protocol.check_decision(withdraw.to_compact(), {"AAA": 0})
+    assert (checked.action, checked.order_ref, checked.is_order) == ("CANCEL", "0000012-003", False)
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
@@ -177,6 +202,18 @@ def test_decision_helpers_build_compact_wire_form() -> None:
         ({"symbol": "AAA", "action": "TARGET"}, "exactly one"),
         ({"symbol": "AAA", "action": "TARGET", "target_percent": 50}, "target_percent"),
         ({"symbol": "AAA", "action": "BUY", "quantity": 1, "order_type": "limit"}, "limit_price"),
+        ({"symbol": "AAA", "action": "BUY", "quantity": 1, "order_type": "stop"}, "stop_price"),
+        (
+            {"symbol": "AAA", "action": "SELL", "quantity": 1, "order_type": "stop", "stop_price": -1},
+            "stop_price",
+        ),
+        (
+            {"symbol": "AAA", "action": "TARGET", "target_shares": 1, "order_type": "stop", "stop_price": 9},
+            "BUY or SELL",
+        ),
+        ({"symbol": "AAA", "action": "BUY", "quantity": 1, "order_type": "stop_limit"}, "order_type must be"),
+        ({"symbol": "AAA", "action": "CANCEL"}, "order_ref"),
+        ({"symbol": "AAA", "action": "CANCEL", "order_ref": "12-3"}, "order_ref"),
         ({"symbol": "AAA", "action": "BUY", "quantity": 1, "inputs": {"x": [1, 2]}}, "input"),
         ([1, 2], "JSON object"),
     ],

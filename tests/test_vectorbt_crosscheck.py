@@ -36,7 +36,13 @@ vbt = pytest.importorskip("vectorbt")
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = ["ma_crossover.py", "rsi_mean_reversion.py", "momentum_rotation.py", "buy_and_hold.py"]
+EXAMPLES = [
+    "ma_crossover.py",
+    "rsi_mean_reversion.py",
+    "momentum_rotation.py",
+    "buy_and_hold.py",
+    "trend_stop_loss.py",
+]
 CASH = 100_000.0
 SETTINGS = BacktestSettings(
     initial_cash=CASH,

@@ -37,26 +37,27 @@ from farm_dagster.engine.host import error_payload
 FIELDS = ("open", "high", "low", "close", "volume")
 _EPOCH = datetime(1970, 1, 1)
 _MODULE = "agent"
-_SUPPORTED = {bt.Order.Market: "market", bt.Order.Limit: "limit"}
+_SUPPORTED = {bt.Order.Market: "market", bt.Order.Limit: "limit", bt.Order.Stop: "stop"}
 
 Recv = Callable[[], bytes]
 Send = Callable[[bytes], None]
 
 
 class UnsupportedOrderError(ValueError):
-    """An order the trusted broker cannot replay (stop, close, bracket, OCO, expiry, cancel)."""
+    """An order the trusted broker cannot replay (stop-limit, trailing, close, bracket, OCO, expiry)."""
 
 
 class _BarStream:
     """The child's single source of bars, one at a time, strictly after the previous bar's answer."""
 
-    __slots__ = ("_recv", "_flush", "n", "seq", "dtnum", "rows", "need_bar", "unanswered", "ended")
+    __slots__ = ("_recv", "_flush", "n", "seq", "bar", "dtnum", "rows", "need_bar", "unanswered", "ended")
 
     def __init__(self, recv: Recv, flush: Callable[[], None], n_symbols: int) -> None:
         self._recv = recv
         self._flush = flush
         self.n = n_symbols
-        self.seq = 0  # bars received so far
+        self.seq = 0  # bars delivered to backtrader so far (a bar where nothing trades is skipped)
+        self.bar = -1  # index of the parent's current bar (every BAR counts): orders' refs use it
         self.dtnum = 0.0
         self.rows: list[list[float]] = []
         self.need_bar = True  # set by the FMEL analyzer once the strategy has processed the bar
@@ -78,6 +79,7 @@ class _BarStream:
             if kind != protocol.BAR:
                 raise protocol.ProtocolError(f"expected BAR or END, got {protocol.NAMES.get(kind, kind)}")
             ts_ns, block = protocol.decode_bar(payload, self.n)
+            self.bar += 1
             self.unanswered = True
             if np.isnan(block[3]).all():
                 continue  # no symbol trades on this bar: nothing for backtrader, answer it empty
@@ -128,11 +130,15 @@ class _Recorder:
     def __init__(self, symbols: tuple[str, ...]) -> None:
         self.symbols = {s: i for i, s in enumerate(symbols)}
         self.default_symbol = symbols[0]
-        self.pending: list[tuple[bt.Order, dict[str, Any]]] = []  # orders submitted since the last bar end
+        self.pending: list[
+            tuple[bt.Order | None, dict[str, Any]]
+        ] = []  # since the last bar end (None: a CANCEL)
         self.decisions: list[dict[str, Any]] = []  # finished decisions of the current bar
         self.inputs: list[tuple[str, Any]] = []  # (name, line) of the strategy's indicators
         self.data_read_sent = False
         self.broker: MirrorBroker | None = None
+        self.stream: _BarStream | None = None
+        self.refs: dict[int, str] = {}  # backtrader order ref -> protocol.order_ref of the sent order
 
     def on_submit(self, order: bt.Order, oco_given: bool) -> None:
         """Translate an order as the agent places it; unsupported kinds raise at the agent's line."""
@@ -140,7 +146,7 @@ class _Recorder:
         if kind is None:
             raise UnsupportedOrderError(
                 f"{bt.Order.ExecTypes[order.exectype]} orders are not supported: The Farm's broker fills "
-                "market orders (next bar's open) and limit orders only"
+                "market orders (next bar's open), limit and stop orders only"
             )
         if order.parent is not None or not order.transmit:
             raise UnsupportedOrderError("bracket / parent-child orders are not supported: place plain orders")
@@ -164,19 +170,21 @@ class _Recorder:
         if kind == "limit":
             wire["order_type"] = "limit"
             wire["limit_price"] = _plain(order.created.price)
+        elif kind == "stop":
+            wire["order_type"] = "stop"
+            wire["stop_price"] = _plain(order.created.price)
         self.pending.append((order, wire))
 
     def on_cancel(self, order: bt.Order) -> None:
-        """Cancel of an order not yet sent to the parent: drop it. Of a live sent order: unsupported."""
+        """Cancel of an order not yet sent to the parent: drop it. Of a live sent one: a CANCEL decision."""
         for k, (pending, _) in enumerate(self.pending):
             if pending is order:
                 del self.pending[k]
                 return
-        if order.alive():
-            raise UnsupportedOrderError(
-                "cancelling an order already sent to the broker is not supported: market orders fill at the "
-                "next bar's open, limit orders stay until filled"
-            )
+        ref = self.refs.get(order.ref)
+        if ref is not None and order.alive():
+            symbol = getattr(order.data, "_name", self.default_symbol)
+            self.pending.append((None, {"symbol": symbol, "action": "CANCEL", "order_ref": ref}))
 
     def end_of_call(self, strategy: bt.Strategy, called_next: bool) -> None:
         """The strategy finished a bar: stamp its orders with confidence/reasoning/inputs, check them."""
@@ -190,11 +198,15 @@ class _Recorder:
             hold: dict[str, Any] = {"symbol": self.default_symbol, "action": "HOLD"}
             self.decisions.append(_stamp(hold, confidence, reasoning, inputs))
             return
+        bar = self.stream.bar if self.stream is not None else 0
         for order, wire in self.pending:
             _stamp(wire, confidence, reasoning, inputs)
             checked = protocol.check_decision(wire, self.symbols)
-            if checked.reject_reason is not None and self.broker is not None:
-                self.broker.reject_unsent(order)  # the parent rejects it too: keep the mirror in step
+            if order is not None:
+                if checked.reject_reason is not None and self.broker is not None:
+                    self.broker.reject_unsent(order)  # the parent rejects it too: keep the mirror in step
+                else:
+                    self.refs[order.ref] = protocol.order_ref(bar, len(self.decisions))
             self.decisions.append(wire)
         self.pending.clear()
 
@@ -323,6 +335,7 @@ def build_cerebro(
         send(protocol.encode_decisions(broker.getvalue(), recorder.body()))
 
     stream = _BarStream(recv, flush, len(symbols))
+    recorder.stream = stream
     for column, symbol in enumerate(symbols):
         feed = StreamFeed(dataname=symbol)
         feed.bind(stream, column)

@@ -6,6 +6,11 @@ handled one by one because they are sparse. Fill rules (the honest-fill contract
 * an order submitted on bar t is eligible from bar t+1; market orders fill at that bar's open;
 * a buy limit fills when the bar's low <= limit, at min(open, limit); a sell limit when high >=
   limit, at max(open, limit); the price never leaves [low, high] (slippage is clamped);
+* a buy stop triggers when the bar trades at or above the stop: at the open if it opens there
+  (a gap), else at the stop; a sell stop symmetrically (backtrader's rule, so a backtrader
+  agent's stop-loss fills where its own broker fills it);
+* a CANCEL withdraws an open order before the next bar's fills (an order decided on bar t and
+  cancelled on bar t never fills);
 * a symbol whose bar is NaN (no trading) keeps its orders waiting;
 * within a bar, orders that reduce or sell fill before orders that buy (a rebalance frees cash
   first), each group in submission order;
@@ -26,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from farm_dagster.engine.costs import BacktestSettings
-from farm_dagster.engine.protocol import CheckedDecision
+from farm_dagster.engine.protocol import CheckedDecision, parse_order_ref
 from farm_dagster.engine.protocol import dumps as _dumps
 
 _NS_PER_YEAR = 365.25 * 24 * 3600 * 1e9
@@ -61,6 +66,8 @@ class Order:
     limit_price: float | None
     submitted_bar: int
     events: list[Any]  # this decision's FMEL events (shared by its trades), see ``event_dict``
+    stop_price: float | None = None
+    seq: int = 0  # position in its bar's decisions: (submitted_bar, seq) is its protocol.order_ref
 
 
 @dataclass(slots=True)
@@ -101,7 +108,7 @@ class Trade:
 # Events are kept as tuples ``(type, ts_ns, *fields)`` while the run goes (a dict and a time text
 # per event cost more than the accounting) and become FMEL's JSON objects once, at the end.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
-    "submitted": ("order_id", "", "order_type", "limit_price"),  # "" = the size field, named in the tuple
+    "submitted": ("order_id", "", "order_type", "limit_price", "stop_price"),  # "" = the size field
     "cancelled": ("order_id", "reason"),
     "rejected": ("order_id", "reason"),
     "rejected_decision": ("reason",),  # a decision that failed the field checks (no order)
@@ -119,12 +126,14 @@ def event_dict(event: Any, time: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "rejected" if kind == "rejected_decision" else kind}
     out["time"] = time if time is not None else iso(ts_ns)
     if kind == "submitted":
-        _, _, order_id, size_name, size, order_type, limit_price = event
+        _, _, order_id, size_name, size, order_type, limit_price, stop_price = event
         out["order_id"] = order_id
         out[size_name] = size
         out["order_type"] = order_type
         if limit_price is not None:
             out["limit_price"] = limit_price
+        if stop_price is not None:
+            out["stop_price"] = stop_price
         return out
     out.update(zip(EVENT_FIELDS[kind], event[2:], strict=True))
     return out
@@ -168,9 +177,10 @@ def event_json(event: Any, time: str) -> str:
                     f'"quantity":{qty!r},"side":"{side}","commission":{commission!r}}}'
                 )
         elif kind == "submitted":
-            _, _, order_id, size_name, size, order_type, limit_price = event
+            _, _, order_id, size_name, size, order_type, limit_price, stop_price = event
             if (
                 limit_price is None
+                and stop_price is None
                 and order_type == "market"
                 and type(order_id) is int
                 and type(size) is float
@@ -241,10 +251,16 @@ class Broker:
 
     # ----------------------------------------------------------------- orders
     def submit(
-        self, decision: CheckedDecision, decision_id: str | None, bar: int, ts_ns: int
+        self, decision: CheckedDecision, decision_id: str | None, bar: int, ts_ns: int, seq: int = 0
     ) -> Order | None:
-        """Queue an accepted order decided on ``bar``; it is eligible from ``bar + 1``."""
+        """Queue an accepted order decided as the ``seq``-th decision of ``bar``; eligible from ``bar + 1``.
+
+        A CANCEL is applied here too (see :meth:`cancel_order`); it returns None like a HOLD.
+        """
         if decision.reject_reason is not None or decision.action == "HOLD":
+            return None
+        if decision.action == "CANCEL":
+            self.cancel_order(decision, decision_id, ts_ns)
             return None
         index = self._index[decision.symbol]  # type: ignore[index]
         order_id = self._next_order_id
@@ -261,7 +277,16 @@ class Broker:
             else:
                 size_name, size = "target_percent", percent
             events.append(
-                ("submitted", ts_ns, order_id, size_name, size, decision.order_type, decision.limit_price)
+                (
+                    "submitted",
+                    ts_ns,
+                    order_id,
+                    size_name,
+                    size,
+                    decision.order_type,
+                    decision.limit_price,
+                    decision.stop_price,
+                )
             )
         else:
             events = []
@@ -277,9 +302,39 @@ class Broker:
             decision.limit_price,
             bar,
             events,
+            decision.stop_price,
+            seq,
         )
         self.pending.append(order)
         return order
+
+    def cancel_order(self, decision: CheckedDecision, decision_id: str | None, ts_ns: int) -> None:
+        """Withdraw the open order ``decision.order_ref`` names; a cancel that finds none is rejected.
+
+        The "cancelled" event lands on both rows: the order's own decision and the CANCEL.
+        """
+        key = parse_order_ref(decision.order_ref or "")
+        target = next((o for o in self.pending if (o.submitted_bar, o.seq) == key), None)
+        if target is None or self.symbols[target.index] != decision.symbol:
+            if self.record:
+                self.bucket(decision_id).append(
+                    (
+                        "rejected_decision",
+                        ts_ns,
+                        f"no open {decision.symbol} order {decision.order_ref} to cancel "
+                        "(filled, cancelled or rejected already, or never placed)",
+                    )
+                )
+            return
+        self.pending.remove(target)
+        if self.record:
+            event = ("cancelled", ts_ns, target.order_id, "cancelled by the agent")
+            target.events.append(event)
+            self.bucket(decision_id).append(event)
+
+    def open_orders(self) -> list[Order]:
+        """Orders still on the book, in submission order."""
+        return list(self.pending)
 
     def reject_decision(self, decision_id: str | None, ts_ns: int, reason: str) -> None:
         """Log that a decision failed the field checks (it never became an order)."""
@@ -328,7 +383,24 @@ class Broker:
                 waiting.append(order)
                 continue
             base = o
-            if order.order_type == "limit":
+            if order.order_type == "stop":
+                stop = order.stop_price
+                if order.action == "BUY":
+                    if o >= stop:
+                        base = o
+                    elif h >= stop:
+                        base = stop
+                    else:
+                        waiting.append(order)
+                        continue
+                elif o <= stop:
+                    base = o
+                elif lo <= stop:
+                    base = stop
+                else:
+                    waiting.append(order)
+                    continue
+            elif order.order_type == "limit":
                 limit = order.limit_price
                 buying = self._direction(order) > 0
                 if buying and lo <= limit:

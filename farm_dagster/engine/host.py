@@ -58,15 +58,20 @@ def load_agent(code: str, filename: str, params: dict[str, Any]) -> Agent:
     return leaves[0](params)
 
 
-def _wire(result: Any) -> list[Any]:
-    """The agent's answer as wire decisions: compact arrays for SDK decisions, dicts as given."""
+def _wire(result: Any, bar: int) -> list[Any]:
+    """The agent's answer as wire decisions: compact arrays for SDK decisions, dicts as given.
+
+    Each SDK order learns where it was placed (``Decision.ref``), so the agent can cancel it later.
+    """
     if result is None:
         return []
     if isinstance(result, Decision | dict):
         result = [result]
-    out = []
+    out: list[Any] = []
     for item in result:
         if isinstance(item, Decision):
+            if item.action != "HOLD" and item.action != "CANCEL":
+                item.placed = (bar, len(out))
             out.append(item.to_compact())
         elif isinstance(item, dict):
             out.append(item)
@@ -135,12 +140,12 @@ def _serve(
         history.append(ts_ns, block)
         broker.on_bar(bar, ts_ns, block)
         try:
-            wire = _wire(on_bar(ctx))
+            wire = _wire(on_bar(ctx), bar)
             body: dict[str, Any] = {}
             if wire:
                 body["decisions"] = wire
-                for raw in wire:
-                    submit(check(raw, index), None, bar, ts_ns)
+                for seq, raw in enumerate(wire):
+                    submit(check(raw, index), None, bar, ts_ns, seq)
             reads = take_reads()
             if reads != last_reads:
                 body["data_read"] = reads

@@ -7,13 +7,18 @@ equity + JSON, empty when the agent did nothing and read the same data as on the
 ERROR (JSON), DONE (JSON).
 
 DECISIONS JSON: ``{"decisions": [{symbol, action, quantity | target_shares | target_percent,
-order_type, limit_price, confidence, reasoning, inputs}, ...], "data_read": {key: {"fields":
+order_type, limit_price, confidence, reasoning, inputs, stop_price, order_ref}, ...], "data_read": {key: {"fields":
 [...], "lookback": n | null}}}``; ``data_read`` is omitted when unchanged since the previous bar;
 key ``"*"`` means every symbol of the universe, lookback null means the whole history so far.
 A decision may also travel in the compact array form ``[symbol, action, quantity, target_shares,
-target_percent, order_type, limit_price, confidence, reasoning, inputs]`` (``COMPACT_FIELDS``;
+target_percent, order_type, limit_price, confidence, reasoning, inputs, stop_price, order_ref]``
+(``COMPACT_FIELDS``;
 null = the field is absent), which means exactly the object with the non-null fields: it saves
 the keys on the wire and a dict per decision on both sides (the native host sends this form).
+
+Orders have no ids chosen by the agent: the order decided as the ``seq``-th decision of bar ``t``
+is known to both sides as :func:`order_ref` ``(t, seq)`` (``"0000012-003"``, the tail of its FMEL
+``decision_id``). A ``CANCEL`` decision names the open order it withdraws by that ref.
 
 The parent never unpickles: it parses JSON and checks every field (:func:`check_decision`); a bad
 decision is rejected with a reason, it never reaches the accounting. The child runs the same
@@ -49,8 +54,8 @@ MAX_FRAME = 64 * 1024 * 1024  # a frame larger than this is a protocol violation
 _TS = struct.Struct("<q")
 _EQUITY = struct.Struct("<d")
 
-ACTIONS = ("BUY", "SELL", "HOLD", "TARGET")
-ORDER_TYPES = ("market", "limit")
+ACTIONS = ("BUY", "SELL", "HOLD", "TARGET", "CANCEL")
+ORDER_TYPES = ("market", "limit", "stop")
 MAX_REASONING = 4000
 MAX_INPUTS = 64
 MAX_TARGET_PERCENT = 10.0
@@ -158,6 +163,8 @@ COMPACT_FIELDS = (
     "confidence",
     "reasoning",
     "inputs",
+    "stop_price",
+    "order_ref",
 )
 _N_COMPACT = len(COMPACT_FIELDS)
 
@@ -184,10 +191,25 @@ class CheckedDecision:
     reasoning: str = ""
     inputs: dict[str, Any] | None = None
     reject_reason: str | None = None
+    stop_price: float | None = None
+    order_ref: str | None = None  # CANCEL: the open order it withdraws
 
     @property
     def is_order(self) -> bool:
-        return self.reject_reason is None and self.action != "HOLD"
+        return self.reject_reason is None and self.action != "HOLD" and self.action != "CANCEL"
+
+
+def order_ref(bar: int, seq: int) -> str:
+    """The ref of the order decided as the ``seq``-th decision of bar ``bar`` (see the module doc)."""
+    return f"{bar:07d}-{seq:03d}"
+
+
+def parse_order_ref(ref: str) -> tuple[int, int] | None:
+    """(bar, seq) of a well-formed :func:`order_ref`, else None."""
+    bar, sep, seq = ref.partition("-")
+    if not sep or len(bar) != 7 or len(seq) != 3 or not (bar.isdigit() and seq.isdigit()):
+        return None
+    return int(bar), int(seq)
 
 
 def _number(value: Any) -> float | None:
@@ -259,7 +281,9 @@ def _fast_check(raw: list[Any], symbols: Mapping[str, int]) -> CheckedDecision |
     Returns None whenever anything is unusual; :func:`check_decision` then runs the general checks
     on the object form, so both paths give the same answer for every input.
     """
-    sym, act, qty, shares, pct, order_type, limit, confidence, reasoning, inputs = raw
+    sym, act, qty, shares, pct, order_type, limit, confidence, reasoning, inputs, stop, ref = raw
+    if stop is not None or ref is not None:
+        return None  # stop orders and cancels take the general path
     if type(sym) is not str or sym not in symbols or type(act) is not str:
         return None
     if reasoning is None:
@@ -329,13 +353,28 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
                 inputs,
                 f"confidence must be a number in [0, 1], got {get('confidence')!r}",
             )
-    order_type = get("order_type", "market")
-    limit_price = None
-    if order_type != "market":
-        if order_type != "limit":
+    if act == "CANCEL":
+        ref = get("order_ref")
+        if not isinstance(ref, str) or parse_order_ref(ref) is None:
             return _rejected(
-                sym, act, reasoning, inputs, f"order_type must be 'market' or 'limit', got {order_type!r}"
+                sym, act, reasoning, inputs, f"CANCEL needs the order_ref of an open order, got {ref!r}"
             )
+        return CheckedDecision(
+            sym,
+            act,
+            None,
+            None,
+            None,
+            "market",
+            None,
+            confidence,
+            reasoning[:MAX_REASONING],
+            inputs,
+            order_ref=ref,
+        )
+    order_type = get("order_type", "market")
+    limit_price = stop_price = None
+    if order_type == "limit":
         limit_price = _number(get("limit_price"))
         if limit_price is None or limit_price <= 0:
             return _rejected(
@@ -345,6 +384,28 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
                 inputs,
                 f"limit order needs a positive limit_price, got {get('limit_price')!r}",
             )
+    elif order_type == "stop":
+        stop_price = _number(get("stop_price"))
+        if stop_price is None or stop_price <= 0:
+            return _rejected(
+                sym,
+                act,
+                reasoning,
+                inputs,
+                f"stop order needs a positive stop_price, got {get('stop_price')!r}",
+            )
+        if act != "BUY" and act != "SELL" and act != "HOLD":
+            return _rejected(
+                sym, act, reasoning, inputs, "stop orders are BUY or SELL with a quantity (not TARGET)"
+            )
+    elif order_type != "market":
+        return _rejected(
+            sym,
+            act,
+            reasoning,
+            inputs,
+            f"order_type must be one of {', '.join(repr(t) for t in ORDER_TYPES)}, got {order_type!r}",
+        )
     quantity = target_shares = target_percent = None
     if act == "BUY" or act == "SELL":
         quantity = _number(get("quantity"))
@@ -380,7 +441,7 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
                     f"±{MAX_TARGET_PERCENT:g}, got {raw_pct!r}",
                 )
     else:  # HOLD carries no order
-        order_type, limit_price = "market", None
+        order_type, limit_price, stop_price = "market", None, None
     return CheckedDecision(
         sym,
         act,
@@ -392,6 +453,7 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
         confidence,
         reasoning[:MAX_REASONING],
         inputs,
+        stop_price=stop_price,
     )
 
 

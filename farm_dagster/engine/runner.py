@@ -181,6 +181,9 @@ class _Run:
                 queue((item, broker.bucket(did), False))
             elif action == "HOLD":
                 queue((item, None, False))
+            elif action == "CANCEL":
+                submit(d, did, t, ts_ns, seq)
+                queue((item, broker.bucket(did), False))  # its events are final at once
             else:
                 if action == "TARGET":
                     if d.target_shares is not None:
@@ -192,7 +195,7 @@ class _Run:
                     delta = target - held[i]
                     item.action = "BUY" if delta > 0 else "SELL" if delta < 0 else "HOLD"
                     item.quantity = abs(delta)
-                order = submit(d, did, t, ts_ns)
+                order = submit(d, did, t, ts_ns, seq)
                 queue((item, order.events, True))  # type: ignore[union-attr]
             logged.append(item)
         return logged

@@ -256,9 +256,7 @@ class DecisionLog:
             "id": [item.decision_id for item in flat],
             "symbol": [d.symbol for d in checked],
             "action": [item.action for item in flat],
-            "type": [
-                d.order_type if d.reject_reason is None and d.action != "HOLD" else None for d in checked
-            ],
+            "type": [d.order_type if d.is_order else None for d in checked],
             "why": [d.reasoning for d in checked],
             "inputs": [x.inputs_json if x.inputs_json is not None else inputs_text(x.decision) for x in flat],
             "events": [

@@ -16,7 +16,7 @@ FMEL_DECISIONS = register(
             ("mode", STRING),  # backtest | paper
             ("timestamp", TIMESTAMP),  # the bar the agent decided on
             ("symbol", STRING),  # null on a multi-symbol bar where the agent decided nothing
-            ("action", STRING),  # BUY | SELL | HOLD (a TARGET is logged as the trade it implies)
+            ("action", STRING),  # BUY | SELL | HOLD | CANCEL (a TARGET is logged as the trade it implies)
             ("quantity", FLOAT),  # shares implied at decision time
             ("price", FLOAT),  # the symbol's close the agent saw
             ("order_type", STRING),

@@ -5,14 +5,25 @@ Import-light on purpose (numpy only): the sandboxed child imports it before lock
 
 from farm_dagster.sdk.agent import Agent, ParamError
 from farm_dagster.sdk.context import Context
-from farm_dagster.sdk.decision import Decision, buy, hold, sell, target_percent, target_shares
+from farm_dagster.sdk.decision import (
+    Decision,
+    OpenOrder,
+    buy,
+    cancel,
+    hold,
+    sell,
+    target_percent,
+    target_shares,
+)
 
 __all__ = [
     "Agent",
     "Context",
     "Decision",
+    "OpenOrder",
     "ParamError",
     "buy",
+    "cancel",
     "hold",
     "sell",
     "target_percent",

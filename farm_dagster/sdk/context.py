@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from farm_dagster.engine.protocol import order_ref
 from farm_dagster.sdk import indicators
+from farm_dagster.sdk.decision import OpenOrder
 
 FIELDS = ("open", "high", "low", "close", "volume")
 _FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
@@ -231,6 +233,29 @@ class Context:
     def position_array(self) -> np.ndarray:
         """Shares held for every symbol, aligned with ``ctx.symbols``."""
         return _readonly(self._broker.positions)
+
+    def open_orders(self, symbol: str | None = None) -> list[OpenOrder]:
+        """Orders sent on earlier bars and still open (limit/stop orders waiting for their price),
+        oldest first; pass one to ``cancel`` to withdraw it."""
+        if symbol is not None:
+            self._col(symbol)  # unknown symbols raise, as everywhere in the context
+        symbols = self.symbols
+        return [
+            OpenOrder(
+                order_ref(o.submitted_bar, o.seq),
+                symbols[o.index],
+                o.action,
+                o.quantity,
+                o.target_shares,
+                o.target_percent,
+                o.order_type,
+                o.limit_price,
+                o.stop_price,
+                o.submitted_bar,
+            )
+            for o in self._broker.open_orders()
+            if symbol is None or symbols[o.index] == symbol
+        ]
 
 
 def _nan_like(symbol: str | None, ctx: Context) -> Any:

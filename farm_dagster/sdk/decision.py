@@ -4,6 +4,11 @@ A decision is plain data (it crosses the sandbox boundary as JSON). Sizes: ``buy
 share quantity; ``target_shares`` sets the position to a share count (negative = short);
 ``target_percent`` sets it to a fraction of equity (0.5 = half of equity, whole shares, computed
 at the fill's price). ``confidence`` in [0, 1] and ``reasoning`` feed the decision log (FMEL).
+
+Order types: market (the default), ``limit=`` (fills at the limit or better) and ``stop=`` (a
+buy stop triggers when the price trades at or above it, a sell stop at or below: a stop-loss).
+Once the platform has sent an order it knows its ``ref``; ``cancel(order)`` withdraws it while
+it is still open (``ctx.open_orders()`` lists those).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from farm_dagster.engine.protocol import order_ref
 
 
 @dataclass(slots=True)
@@ -26,6 +33,14 @@ class Decision:
     confidence: float | None = None
     reasoning: str = ""
     inputs: Mapping[str, Any] | None = None
+    stop_price: float | None = None
+    order_ref: str | None = None  # CANCEL: the ref of the open order it withdraws
+    placed: tuple[int, int] | None = None  # (bar, seq) once the platform sent it: see ``ref``
+
+    @property
+    def ref(self) -> str | None:
+        """The platform's id of this order once sent (``None`` before): what :func:`cancel` names."""
+        return None if self.placed is None else order_ref(*self.placed)
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON form; empty fields are left out (keeps per-bar replies small)."""
@@ -46,6 +61,10 @@ class Decision:
             out["reasoning"] = str(self.reasoning)
         if self.inputs:
             out["inputs"] = {str(k): _plain(v) for k, v in self.inputs.items()}
+        if self.stop_price is not None:
+            out["stop_price"] = _plain(self.stop_price)
+        if self.order_ref is not None:
+            out["order_ref"] = str(self.order_ref)
         return out
 
     def to_compact(self) -> list[Any] | dict[str, Any]:
@@ -57,13 +76,15 @@ class Decision:
         order_type = self.order_type
         if order_type is None:
             return self.to_wire()
-        q, ts, tp, lp, c, inputs = (
+        q, ts, tp, lp, c, inputs, sp, ref = (
             self.quantity,
             self.target_shares,
             self.target_percent,
             self.limit_price,
             self.confidence,
             self.inputs,
+            self.stop_price,
+            self.order_ref,
         )
         return [
             self.symbol,
@@ -76,7 +97,25 @@ class Decision:
             None if c is None else _plain(c),
             str(self.reasoning) if self.reasoning else None,
             {str(k): _plain(v) for k, v in inputs.items()} if inputs else None,
+            None if sp is None else _plain(sp),
+            None if ref is None else str(ref),
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenOrder:
+    """An order still on the book (``ctx.open_orders()``); pass it to :func:`cancel` to withdraw it."""
+
+    ref: str
+    symbol: str
+    action: str  # BUY | SELL | TARGET
+    quantity: float | None
+    target_shares: float | None
+    target_percent: float | None
+    order_type: str
+    limit_price: float | None
+    stop_price: float | None
+    bar: int  # the bar it was decided on
 
 
 def _plain(value: Any) -> Any:
@@ -101,13 +140,26 @@ def buy(
     quantity: float,
     *,
     limit: float | None = None,
+    stop: float | None = None,
     confidence: float | None = None,
     reasoning: str = "",
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
-    """Buy ``quantity`` shares at the next bar's open (or at ``limit`` or better)."""
-    order_type = "market" if limit is None else "limit"
-    return Decision(symbol, "BUY", quantity, None, None, order_type, limit, confidence, reasoning, inputs)
+    """Buy ``quantity`` shares at the next bar's open (or at ``limit`` or better; or once the price
+    trades at or above ``stop``)."""
+    return Decision(
+        symbol,
+        "BUY",
+        quantity,
+        None,
+        None,
+        _order_type(limit, stop),
+        limit,
+        confidence,
+        reasoning,
+        inputs,
+        stop,
+    )
 
 
 def sell(
@@ -115,13 +167,26 @@ def sell(
     quantity: float,
     *,
     limit: float | None = None,
+    stop: float | None = None,
     confidence: float | None = None,
     reasoning: str = "",
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
-    """Sell ``quantity`` shares (going short needs ``allow_short``)."""
-    order_type = "market" if limit is None else "limit"
-    return Decision(symbol, "SELL", quantity, None, None, order_type, limit, confidence, reasoning, inputs)
+    """Sell ``quantity`` shares (going short needs ``allow_short``); ``stop=`` makes it a stop-loss:
+    it sells once the price trades at or below the stop."""
+    return Decision(
+        symbol,
+        "SELL",
+        quantity,
+        None,
+        None,
+        _order_type(limit, stop),
+        limit,
+        confidence,
+        reasoning,
+        inputs,
+        stop,
+    )
 
 
 def target_shares(
@@ -161,3 +226,31 @@ def hold(
 ) -> Decision:
     """Explicitly do nothing, with a confidence and a reason (logged, no order)."""
     return Decision(symbol, "HOLD", None, None, None, "market", None, confidence, reasoning, inputs)
+
+
+def cancel(
+    order: Decision | OpenOrder,
+    *,
+    confidence: float | None = None,
+    reasoning: str = "",
+    inputs: Mapping[str, Any] | None = None,
+) -> Decision:
+    """Withdraw an open order (a :class:`Decision` already sent, or one of ``ctx.open_orders()``).
+
+    Takes effect before the next bar's fills; cancelling an order that has filled is refused and
+    logged as rejected.
+    """
+    ref = order.ref
+    if ref is None:
+        raise ValueError("this order has not been sent yet: return it first, cancel it on a later bar")
+    return Decision(
+        order.symbol, "CANCEL", None, None, None, "market", None, confidence, reasoning, inputs, order_ref=ref
+    )
+
+
+def _order_type(limit: float | None, stop: float | None) -> str:
+    if stop is None:
+        return "market" if limit is None else "limit"
+    if limit is not None:
+        raise ValueError("stop-limit orders are not supported: give either limit= or stop=")
+    return "stop"
