@@ -433,6 +433,90 @@ def test_stop_loss_and_cancel_match_plain_backtrader(aapl: BarPanel) -> None:
     assert all(e["stop_price"] > 0 for e in stop_events if e["type"] == "submitted")
 
 
+BRACKETS = """import backtrader as bt
+
+
+class Agent(bt.Strategy):
+    \"\"\"Enter on a close above the SMA with a bracket: stop-loss below, take-profit above.\"\"\"
+
+    params = (("period", 15), ("stop_pct", 0.04), ("profit_pct", 0.06))
+
+    def __init__(self):
+        self.sma = bt.indicators.SMA(self.data.close, period=self.p.period)
+        self.live = []
+
+    def notify_order(self, order):
+        if not order.alive():
+            self.live = [o for o in self.live if o.ref != order.ref]
+
+    def next(self):
+        close = self.data.close[0]
+        if not self.position and not self.live and close > self.sma[0]:
+            self.live = self.buy_bracket(
+                size=50,
+                exectype=bt.Order.Market,
+                stopprice=close * (1 - self.p.stop_pct),
+                limitprice=close * (1 + self.p.profit_pct),
+            )
+            self.fmel_reasoning = "bracket entry"
+"""
+
+
+OCO = """import backtrader as bt
+
+
+class Agent(bt.Strategy):
+    \"\"\"Breakout or pullback, whichever comes first: a buy stop above and a buy limit below, OCO.\"\"\"
+
+    def __init__(self):
+        self.entry = []
+        self.exit = None
+        self.held_for = 0
+
+    def notify_order(self, order):
+        if not order.alive():
+            self.entry = [o for o in self.entry if o.ref != order.ref]
+            if self.exit is not None and order.ref == self.exit.ref:
+                self.exit = None
+
+    def next(self):
+        close = self.data.close[0]
+        if self.position:
+            self.held_for += 1
+            if self.held_for >= 5 and self.exit is None:
+                self.exit = self.close()
+            return
+        self.held_for = 0
+        if not self.entry and self.exit is None:
+            breakout = self.buy(size=40, exectype=bt.Order.Stop, price=close * 1.02)
+            pullback = self.buy(size=40, exectype=bt.Order.Limit, price=close * 0.98, oco=breakout)
+            self.entry = [breakout, pullback]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("code", "name"), [(BRACKETS, "brackets.py"), (OCO, "oco.py")])
+def test_brackets_and_oco_match_plain_backtrader(aapl: BarPanel, code: str, name: str) -> None:
+    """buy_bracket and oco= fill where backtrader's own broker fills them, and cancel what it cancels."""
+    cerebro, rec = plain_backtrader(code, aapl)
+    result = run_ours(code, aapl, filename=name)
+
+    assert result.status == "completed", result.error
+    assert len(rec.fills) >= 20
+    _assert_same_fills(_fill_tuples(result), rec.fills)
+    _assert_same_trades(result, rec.trades)
+    assert result.equity["equity"].iloc[-1] == pytest.approx(cerebro.broker.getvalue(), rel=1e-12)
+    assert not result.tamper_suspected, result.info["tamper_bars"]
+    events = events_of(result.decisions)
+    reasons = {e["reason"].split(":")[0] for e in events if e["type"] == "cancelled"}
+    linked = [
+        e for e in events if e["type"] == "submitted" and ("parent_order_id" in e or "oco_order_id" in e)
+    ]
+    assert linked
+    assert reasons & {"bracket", "OCO"}  # the trusted broker cancelled the other leg itself
+    assert not [e for e in events if e["type"] == "rejected"]  # no stray cancel reached it
+
+
 # ------------------------------------------------------------------------------------------- (4) FMEL
 @pytest.mark.slow
 def test_fmel_row_per_next_call_with_events(example_result, reference: dict, aapl: BarPanel) -> None:

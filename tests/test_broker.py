@@ -145,6 +145,87 @@ def test_cancel_must_name_the_orders_symbol() -> None:
     assert "no open BBB order" in broker.event_log["x"][0]["reason"]
 
 
+def test_bracket_children_wait_for_the_parent_then_the_first_exit_cancels_the_other() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=10, order_type="limit", limit_price=95)
+    decide(
+        broker,
+        0,
+        seq=1,
+        action="SELL",
+        quantity=10,
+        order_type="stop",
+        stop_price=90,
+        parent_ref="0000000-000",
+    )
+    decide(
+        broker,
+        0,
+        seq=2,
+        action="SELL",
+        quantity=10,
+        order_type="limit",
+        limit_price=99,
+        parent_ref="0000000-000",
+    )
+    broker.on_bar(1, DAY, bar(100, 101, 96, 100))  # the limit 99 is traded, but the parent is still open
+    assert not broker.fills and len(broker.open_orders()) == 3
+    broker.on_bar(2, 2 * DAY, bar(96, 100, 94, 99))  # parent fills at 95; exits only from the next bar
+    assert [(f.side, f.price) for f in broker.fills] == [("BUY", 95)]
+    broker.on_bar(3, 3 * DAY, bar(98, 101, 97, 100))  # take-profit at 99; the stop-loss is cancelled
+    assert [(f.side, f.price) for f in broker.fills] == [("BUY", 95), ("SELL", 99)]
+    assert not broker.open_orders() and broker.positions[0] == 0
+    (cancelled,) = [e for e in broker.event_log["d0-1"] if e["type"] == "cancelled"]
+    assert cancelled["reason"] == f"bracket: order {broker.fills[1].order_id} filled"
+    submitted = broker.event_log["d0-2"][0]
+    assert submitted["parent_order_id"] == broker.fills[0].order_id
+
+
+def test_cancelling_a_bracket_parent_cancels_its_children_and_orphans_are_refused() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=10, order_type="limit", limit_price=90)
+    decide(
+        broker,
+        0,
+        seq=1,
+        action="SELL",
+        quantity=10,
+        order_type="stop",
+        stop_price=85,
+        parent_ref="0000000-000",
+    )
+    decide(broker, 1, action="CANCEL", order_ref="0000000-000")
+    assert not broker.open_orders()
+    assert broker.event_log["d0-1"][-1]["reason"].startswith("parent order 1 cancelled")
+    decide(
+        broker,
+        1,
+        seq=1,
+        action="SELL",
+        quantity=1,
+        order_type="stop",
+        stop_price=80,
+        parent_ref="0000000-000",
+    )
+    assert "parent order 0000000-000 is not open" in broker.event_log["d1-1"][0]["reason"]
+    assert not broker.open_orders()
+
+
+def test_oco_first_fill_cancels_the_group_and_a_closed_partner_leaves_a_plain_order() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=5, order_type="stop", stop_price=104)
+    decide(broker, 0, seq=1, action="BUY", quantity=5, order_type="limit", limit_price=96, oco="0000000-000")
+    broker.on_bar(1, DAY, bar(100, 105, 95, 101))  # both trade; the first in fill order wins
+    assert [f.price for f in broker.fills] == [104] and not broker.open_orders()
+    assert broker.event_log["d0-1"][0]["oco_order_id"] == broker.fills[0].order_id
+    assert broker.event_log["d0-1"][-1]["reason"] == f"OCO: order {broker.fills[0].order_id} filled"
+    decide(broker, 1, action="SELL", quantity=5, order_type="limit", limit_price=200, oco="0000000-000")
+    assert len(broker.open_orders()) == 1  # its partner is gone: a stand-alone order
+
+
 def test_nan_bar_keeps_orders_waiting() -> None:
     broker = Broker(SYMBOLS, BacktestSettings(initial_cash=10_000))
     broker.on_bar(0, 0, bar(10, 10, 10, 10))

@@ -115,6 +115,44 @@ def test_stop_losses_fill_by_the_stop_rule_and_cancels_are_logged() -> None:
         assert event["type"] == "cancelled" and stop_orders[event["order_id"]] == row.symbol
 
 
+BRACKET_AGENT = """
+from farm_dagster.sdk import Agent, bracket
+
+
+class Brackets(Agent):
+    def on_bar(self, ctx):
+        decisions = []
+        for symbol in ctx.symbols:
+            price = ctx.price(symbol)
+            if ctx.position(symbol) == 0 and not ctx.open_orders(symbol) and price == price:
+                decisions += bracket(symbol, 10, stop=price * 0.97, take_profit=price * 1.03, reasoning="probe")
+        return decisions
+"""
+
+
+def test_native_brackets_exit_once_after_the_entry_fill() -> None:
+    panel = synthetic_panel(3, 400, seed=3)
+    result = run(BRACKET_AGENT, panel, filename="brackets.py")
+    assert result.status == "completed", result.error
+    assert not result.tamper_suspected  # the agent's mirror ran the same brackets
+    rows = result.decisions.set_index("decision_id")
+    fills = result.fills.set_index("order_id")
+    entries = {}
+    for did, row in rows[rows["reasoning"] == "probe"].iterrows():
+        entries[json.loads(row["events"])[0]["order_id"]] = did
+    exits_by_entry: dict[int, list] = {}
+    for row in rows[rows["reasoning"].str.startswith("probe: ")].itertuples():
+        submitted = json.loads(row.events)[0]
+        parent = submitted["parent_order_id"]
+        assert parent in entries
+        if submitted["order_id"] in fills.index:
+            exits_by_entry.setdefault(parent, []).append(fills.loc[submitted["order_id"], "timestamp"])
+    assert len(exits_by_entry) >= 20
+    for parent, times in exits_by_entry.items():
+        assert len(times) == 1  # the first exit cancels the other
+        assert times[0] > fills.loc[parent, "timestamp"]  # never on the entry's own bar
+
+
 def test_costs_reach_the_reported_equity() -> None:
     panel = synthetic_panel(2, 120, seed=5)
     code = (PROJECT_ROOT / "examples" / "ma_crossover.py").read_text()

@@ -17,6 +17,7 @@ from farm_dagster.sdk import (
     Context,
     Decision,
     ParamError,
+    bracket,
     buy,
     cancel,
     hold,
@@ -166,6 +167,26 @@ def test_decision_helpers_build_compact_wire_form() -> None:
         assert protocol.check_decision(wire, {"AAA": 0}).reject_reason is None
 
 
+def test_bracket_helper_links_exits_to_the_entry_once_placed() -> None:
+    entry, stop_loss, profit = bracket("AAA", -20, stop=110.0, take_profit=90.0, reasoning="fade")
+    assert (entry.action, stop_loss.action, profit.action) == ("SELL", "BUY", "BUY")  # a short bracket
+    assert (stop_loss.order_type, stop_loss.stop_price, profit.order_type, profit.limit_price) == (
+        "stop",
+        110.0,
+        "limit",
+        90.0,
+    )
+    with pytest.raises(ValueError, match="has not been placed"):
+        stop_loss.to_compact()  # the entry has no ref until the platform places it
+    entry.placed = (7, 0)
+    wire = stop_loss.to_compact()
+    assert isinstance(wire, dict) and wire["parent_ref"] == "0000007-000"
+    checked = protocol.check_decision(wire, {"AAA": 0})
+    assert (checked.parent_ref, checked.reject_reason) == ("0000007-000", None)
+    with pytest.raises(ValueError, match="non-zero"):
+        bracket("AAA", 0, stop=1.0, take_profit=2.0)
+
+
 def test_stop_and_cancel_helpers_round_trip_through_the_checks() -> None:
     stop = sell("AAA", 3, stop=np.float64(9.25), reasoning="stop-loss")
     assert stop.to_wire() == {
@@ -214,6 +235,8 @@ def test_stop_and_cancel_helpers_round_trip_through_the_checks() -> None:
         ({"symbol": "AAA", "action": "BUY", "quantity": 1, "order_type": "stop_limit"}, "order_type must be"),
         ({"symbol": "AAA", "action": "CANCEL"}, "order_ref"),
         ({"symbol": "AAA", "action": "CANCEL", "order_ref": "12-3"}, "order_ref"),
+        ({"symbol": "AAA", "action": "BUY", "quantity": 1, "parent_ref": 7}, "parent_ref must be"),
+        ({"symbol": "AAA", "action": "BUY", "quantity": 1, "oco": "x"}, "oco must be"),
         ({"symbol": "AAA", "action": "BUY", "quantity": 1, "inputs": {"x": [1, 2]}}, "input"),
         ([1, 2], "JSON object"),
     ],

@@ -44,7 +44,7 @@ Send = Callable[[bytes], None]
 
 
 class UnsupportedOrderError(ValueError):
-    """An order the trusted broker cannot replay (stop-limit, trailing, close, bracket, OCO, expiry)."""
+    """An order the trusted broker cannot replay (stop-limit, trailing, close, expiry)."""
 
 
 class _BarStream:
@@ -139,20 +139,19 @@ class _Recorder:
         self.broker: MirrorBroker | None = None
         self.stream: _BarStream | None = None
         self.refs: dict[int, str] = {}  # backtrader order ref -> protocol.order_ref of the sent order
+        self.oco_leaders: dict[int, int] = {}  # backtrader order ref -> ref of its OCO group's leader
 
-    def on_submit(self, order: bt.Order, oco_given: bool) -> None:
-        """Translate an order as the agent places it; unsupported kinds raise at the agent's line."""
+    def on_submit(self, order: bt.Order, oco_leader: int | None) -> None:
+        """Translate an order as the agent places it; unsupported kinds raise at the agent's line.
+
+        ``oco_leader``: backtrader's ref of the OCO group this order joined (None: no group). Links
+        (bracket parent, OCO group) become protocol refs when the bar's decisions are numbered.
+        """
         kind = _SUPPORTED.get(order.exectype)
         if kind is None:
             raise UnsupportedOrderError(
                 f"{bt.Order.ExecTypes[order.exectype]} orders are not supported: The Farm's broker fills "
                 "market orders (next bar's open), limit and stop orders only"
-            )
-        if order.parent is not None or not order.transmit:
-            raise UnsupportedOrderError("bracket / parent-child orders are not supported: place plain orders")
-        if oco_given:
-            raise UnsupportedOrderError(
-                "OCO (one-cancels-other) orders are not supported: place plain orders"
             )
         if order.valid is not None:
             raise UnsupportedOrderError(
@@ -173,6 +172,8 @@ class _Recorder:
         elif kind == "stop":
             wire["order_type"] = "stop"
             wire["stop_price"] = _plain(order.created.price)
+        if oco_leader is not None:
+            self.oco_leaders[order.ref] = oco_leader
         self.pending.append((order, wire))
 
     def on_cancel(self, order: bt.Order) -> None:
@@ -201,14 +202,26 @@ class _Recorder:
         bar = self.stream.bar if self.stream is not None else 0
         for order, wire in self.pending:
             _stamp(wire, confidence, reasoning, inputs)
-            checked = protocol.check_decision(wire, self.symbols)
             if order is not None:
-                if checked.reject_reason is not None and self.broker is not None:
-                    self.broker.reject_unsent(order)  # the parent rejects it too: keep the mirror in step
-                else:
-                    self.refs[order.ref] = protocol.order_ref(bar, len(self.decisions))
+                self._link(order, wire)
+                self.refs[order.ref] = protocol.order_ref(bar, len(self.decisions))
+            checked = protocol.check_decision(wire, self.symbols)
+            if order is not None and checked.reject_reason is not None and self.broker is not None:
+                self.broker.reject_unsent(order)  # the parent rejects it too: keep the mirror in step
             self.decisions.append(wire)
         self.pending.clear()
+
+    def _link(self, order: bt.Order, wire: dict[str, Any]) -> None:
+        """Bracket parent and OCO group as refs of orders already numbered (earlier or this bar)."""
+        parent = order.parent
+        if parent is not None and parent is not order:
+            ref = self.refs.get(parent.ref)
+            if ref is None:  # its parent never reached the trusted broker
+                raise UnsupportedOrderError("a bracket child needs its parent order placed first")
+            wire["parent_ref"] = ref
+        leader = self.oco_leaders.pop(order.ref, None)
+        if leader is not None and leader in self.refs:
+            wire["oco"] = self.refs[leader]
 
     def body(self) -> dict[str, Any] | None:
         """DECISIONS body of the bar, or None when nothing changed (an empty reply)."""
@@ -230,11 +243,13 @@ class MirrorBroker(bt.brokers.BackBroker):
     recorder: _Recorder
 
     def submit(self, order: bt.Order, check: bool = True) -> bt.Order:
-        self.recorder.on_submit(order, oco_given=self._ocos.get(order.ref, order.ref) != order.ref)
+        leader = self._ocos.get(order.ref, order.ref)
+        self.recorder.on_submit(order, oco_leader=leader if leader != order.ref else None)
         return super().submit(order, check=check)
 
     def cancel(self, order: bt.Order, bracket: bool = False) -> Any:
-        self.recorder.on_cancel(order)
+        if not bracket:  # bracket=True: backtrader's own cascade, which the trusted broker applies too
+            self.recorder.on_cancel(order)
         return super().cancel(order, bracket=bracket)
 
     def reject_unsent(self, order: bt.Order) -> None:

@@ -11,6 +11,13 @@ handled one by one because they are sparse. Fill rules (the honest-fill contract
   agent's stop-loss fills where its own broker fills it);
 * a CANCEL withdraws an open order before the next bar's fills (an order decided on bar t and
   cancelled on bar t never fills);
+* OCO: orders linked with ``oco`` form a group; once one of them fills, is cancelled or is
+  rejected, the others are cancelled at once (so at most one fills on a bar, the first in the
+  fill order below); linking to an order that is no longer open places a stand-alone order;
+* brackets: a child (``parent_ref``) waits until its parent fills and may fill from the next bar
+  on; a parent that is cancelled or rejected takes its children with it, and a child that fills
+  or is withdrawn cancels its siblings (backtrader's bracket rules, so a backtrader
+  ``buy_bracket`` fills here exactly where its own broker fills it);
 * a symbol whose bar is NaN (no trading) keeps its orders waiting;
 * within a bar, orders that reduce or sell fill before orders that buy (a rebalance frees cash
   first), each group in submission order;
@@ -35,6 +42,7 @@ from farm_dagster.engine.protocol import CheckedDecision, parse_order_ref
 from farm_dagster.engine.protocol import dumps as _dumps
 
 _NS_PER_YEAR = 365.25 * 24 * 3600 * 1e9
+_NEVER = 2**62  # ``active_from`` of a bracket child whose parent has not filled
 _EPS = 1e-9
 
 
@@ -68,6 +76,12 @@ class Order:
     events: list[Any]  # this decision's FMEL events (shared by its trades), see ``event_dict``
     stop_price: float | None = None
     seq: int = 0  # position in its bar's decisions: (submitted_bar, seq) is its protocol.order_ref
+    active_from: int = 0  # first bar it may fill on (a bracket child: only once its parent filled)
+    open: bool = True  # still on the book
+    linked: bool = False  # in an OCO group or a bracket: leaving the book settles the others
+    oco: list[Order] | None = None  # its OCO group (one list shared by the members)
+    parent: Order | None = None  # bracket child: the order it waits for
+    children: list[Order] | None = None  # bracket parent: its children (the child's siblings)
 
 
 @dataclass(slots=True)
@@ -108,7 +122,16 @@ class Trade:
 # Events are kept as tuples ``(type, ts_ns, *fields)`` while the run goes (a dict and a time text
 # per event cost more than the accounting) and become FMEL's JSON objects once, at the end.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
-    "submitted": ("order_id", "", "order_type", "limit_price", "stop_price"),  # "" = the size field
+    # "" = the size field, named in the tuple; parent/oco: the order ids it is linked to
+    "submitted": (
+        "order_id",
+        "",
+        "order_type",
+        "limit_price",
+        "stop_price",
+        "parent_order_id",
+        "oco_order_id",
+    ),
     "cancelled": ("order_id", "reason"),
     "rejected": ("order_id", "reason"),
     "rejected_decision": ("reason",),  # a decision that failed the field checks (no order)
@@ -126,7 +149,7 @@ def event_dict(event: Any, time: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "rejected" if kind == "rejected_decision" else kind}
     out["time"] = time if time is not None else iso(ts_ns)
     if kind == "submitted":
-        _, _, order_id, size_name, size, order_type, limit_price, stop_price = event
+        _, _, order_id, size_name, size, order_type, limit_price, stop_price, parent_id, oco_id = event
         out["order_id"] = order_id
         out[size_name] = size
         out["order_type"] = order_type
@@ -134,6 +157,10 @@ def event_dict(event: Any, time: str | None = None) -> dict[str, Any]:
             out["limit_price"] = limit_price
         if stop_price is not None:
             out["stop_price"] = stop_price
+        if parent_id is not None:
+            out["parent_order_id"] = parent_id
+        if oco_id is not None:
+            out["oco_order_id"] = oco_id
         return out
     out.update(zip(EVENT_FIELDS[kind], event[2:], strict=True))
     return out
@@ -177,10 +204,12 @@ def event_json(event: Any, time: str) -> str:
                     f'"quantity":{qty!r},"side":"{side}","commission":{commission!r}}}'
                 )
         elif kind == "submitted":
-            _, _, order_id, size_name, size, order_type, limit_price, stop_price = event
+            _, _, order_id, size_name, size, order_type, limit_price, stop_price, parent_id, oco_id = event
             if (
                 limit_price is None
                 and stop_price is None
+                and parent_id is None
+                and oco_id is None
                 and order_type == "market"
                 and type(order_id) is int
                 and type(size) is float
@@ -263,6 +292,17 @@ class Broker:
             self.cancel_order(decision, decision_id, ts_ns)
             return None
         index = self._index[decision.symbol]  # type: ignore[index]
+        parent = oco_with = None
+        if decision.parent_ref is not None:
+            parent = self._open_order(decision.parent_ref)
+            if parent is None:
+                if self.record:
+                    self.bucket(decision_id).append(
+                        ("rejected_decision", ts_ns, f"parent order {decision.parent_ref} is not open")
+                    )
+                return None
+        if decision.oco is not None:
+            oco_with = self._open_order(decision.oco)  # None: no group to join, a stand-alone order
         order_id = self._next_order_id
         self._next_order_id = order_id + 1
         quantity, shares, percent = decision.quantity, decision.target_shares, decision.target_percent
@@ -286,6 +326,8 @@ class Broker:
                     decision.order_type,
                     decision.limit_price,
                     decision.stop_price,
+                    None if parent is None else parent.order_id,
+                    None if oco_with is None else oco_with.order_id,
                 )
             )
         else:
@@ -304,17 +346,71 @@ class Broker:
             events,
             decision.stop_price,
             seq,
+            bar + 1,
         )
+        if parent is not None:
+            order.parent, order.linked, order.active_from = parent, True, _NEVER
+            if parent.children is None:
+                parent.children, parent.linked = [], True
+            parent.children.append(order)
+        if oco_with is not None:
+            group = oco_with.oco
+            if group is None:
+                group = oco_with.oco = [oco_with]
+                oco_with.linked = True
+            group.append(order)
+            order.oco, order.linked = group, True
         self.pending.append(order)
         return order
+
+    def _open_order(self, ref: str) -> Order | None:
+        """The open order a protocol ref names (orders on the book are few: a scan is enough)."""
+        key = parse_order_ref(ref)
+        return next((o for o in self.pending if (o.submitted_bar, o.seq) == key), None)
+
+    def _withdraw(self, order: Order, ts_ns: int, reason: str, bar: int) -> None:
+        """Take an open order off the book as cancelled, then settle what it is linked to."""
+        order.open = False
+        if order in self.pending:  # else the bar being filled took it off the list: ``open`` counts
+            self.pending.remove(order)
+        if self.record:
+            order.events.append(("cancelled", ts_ns, order.order_id, reason))
+        if order.linked:
+            self._settle(order, "cancelled", bar, ts_ns)
+
+    def _settle(self, order: Order, outcome: str, bar: int, ts_ns: int) -> None:
+        """``order`` left the book (``outcome``: filled | cancelled | rejected): apply its OCO and
+        bracket links (backtrader's ``_ococheck`` and ``_bracketize``)."""
+        group = order.oco
+        if group is not None:
+            order.oco = None
+            for other in group:
+                if other is not order and other.open:
+                    other.oco = None
+                    self._withdraw(other, ts_ns, f"OCO: order {order.order_id} {outcome}", bar)
+            group.clear()
+        children = order.children
+        if children:
+            if outcome == "filled":
+                for child in children:
+                    if child.open:
+                        child.active_from = bar + 1
+            else:
+                for child in children:
+                    if child.open:
+                        self._withdraw(child, ts_ns, f"parent order {order.order_id} {outcome}", bar)
+        parent = order.parent
+        if parent is not None and parent.children:
+            for sibling in parent.children:
+                if sibling is not order and sibling.open:
+                    self._withdraw(sibling, ts_ns, f"bracket: order {order.order_id} {outcome}", bar)
 
     def cancel_order(self, decision: CheckedDecision, decision_id: str | None, ts_ns: int) -> None:
         """Withdraw the open order ``decision.order_ref`` names; a cancel that finds none is rejected.
 
         The "cancelled" event lands on both rows: the order's own decision and the CANCEL.
         """
-        key = parse_order_ref(decision.order_ref or "")
-        target = next((o for o in self.pending if (o.submitted_bar, o.seq) == key), None)
+        target = self._open_order(decision.order_ref or "")
         if target is None or self.symbols[target.index] != decision.symbol:
             if self.record:
                 self.bucket(decision_id).append(
@@ -327,10 +423,13 @@ class Broker:
                 )
             return
         self.pending.remove(target)
+        target.open = False
         if self.record:
             event = ("cancelled", ts_ns, target.order_id, "cancelled by the agent")
             target.events.append(event)
             self.bucket(decision_id).append(event)
+        if target.linked:
+            self._settle(target, "cancelled", self._bar, ts_ns)
 
     def open_orders(self) -> list[Order]:
         """Orders still on the book, in submission order."""
@@ -342,8 +441,9 @@ class Broker:
             self.bucket(decision_id).append(("rejected_decision", ts_ns, reason))
 
     def cancel_all(self, ts_ns: int, reason: str) -> None:
-        if self.record:
-            for order in self.pending:
+        for order in self.pending:
+            order.open = False
+            if self.record:
                 order.events.append(("cancelled", ts_ns, order.order_id, reason))
         self.pending.clear()
 
@@ -379,7 +479,7 @@ class Broker:
         for order in self.pending:
             i = order.index
             o, h, lo = float(open_l[i]), float(high_l[i]), float(low_l[i])
-            if order.submitted_bar >= bar or not (o == o and h == h and lo == lo):
+            if order.active_from > bar or not (o == o and h == h and lo == lo):
                 waiting.append(order)
                 continue
             base = o
@@ -431,8 +531,13 @@ class Broker:
         ready.sort(key=_buys_last)  # sells first, stable within each group
         execute = self._execute
         for order, delta, base in ready:
+            if not order.open:
+                continue  # withdrawn on this bar by an OCO sibling or its bracket
             i = order.index
-            execute(order, delta, base, ts_ns, float(high_l[i]), float(low_l[i]))
+            outcome = execute(order, delta, base, ts_ns, float(high_l[i]), float(low_l[i]))
+            order.open = False
+            if order.linked:
+                self._settle(order, outcome, bar, ts_ns)
 
     def _direction(self, order: Order) -> int:
         if order.action == "BUY":
@@ -446,13 +551,14 @@ class Broker:
             target = order.target_percent * equity / price
         return 1 if target > self.positions[order.index] else -1
 
-    def _execute(self, order: Order, delta: float, base: float, ts_ns: int, high: float, low: float) -> None:
+    def _execute(self, order: Order, delta: float, base: float, ts_ns: int, high: float, low: float) -> str:
+        """Fill the order at ``base`` (costs, clamps, cash and short checks): filled | cancelled | rejected."""
         i = order.index
         positions = self.positions
         pos = float(positions[i])
         if abs(delta) < _EPS:
             self._event(order, ts_ns, "cancelled", "already at target")
-            return
+            return "cancelled"
         side = 1 if delta > 0 else -1
         costs = self.costs
         price = base * (1 + side * costs.slippage_bps / 10_000) + side * costs.slippage_range_fraction * (
@@ -468,7 +574,7 @@ class Broker:
             self._event(
                 order, ts_ns, "rejected", f"short selling is disabled: position {pos:g}, sell {-delta:g}"
             )
-            return
+            return "rejected"
         qty = abs(delta)
         commission = costs.commission(qty, price)
         if side > 0 and qty * price + commission > self.cash + _EPS:
@@ -480,12 +586,12 @@ class Broker:
                 self._event(
                     order, ts_ns, "rejected", f"insufficient cash: need {need:.2f}, have {self.cash:.2f}"
                 )
-                return
+                return "rejected"
             delta = qty
         self.cash -= side * qty * price + commission
         positions[i] = pos + delta
         if not self.record:
-            return
+            return "filled"
         side_text = "BUY" if side > 0 else "SELL"
         self._fills.append(
             (
@@ -502,6 +608,7 @@ class Broker:
         )
         order.events.append(("filled", ts_ns, order.order_id, price, qty, side_text, commission))
         self._book_trade(order, i, pos, side * qty, price, commission, ts_ns)
+        return "filled"
 
     def _affordable(self, price: float) -> float:
         """Whole shares the cash buys at ``price`` including commission."""

@@ -7,18 +7,20 @@ equity + JSON, empty when the agent did nothing and read the same data as on the
 ERROR (JSON), DONE (JSON).
 
 DECISIONS JSON: ``{"decisions": [{symbol, action, quantity | target_shares | target_percent,
-order_type, limit_price, confidence, reasoning, inputs, stop_price, order_ref}, ...], "data_read": {key: {"fields":
-[...], "lookback": n | null}}}``; ``data_read`` is omitted when unchanged since the previous bar;
-key ``"*"`` means every symbol of the universe, lookback null means the whole history so far.
-A decision may also travel in the compact array form ``[symbol, action, quantity, target_shares,
-target_percent, order_type, limit_price, confidence, reasoning, inputs, stop_price, order_ref]``
-(``COMPACT_FIELDS``;
-null = the field is absent), which means exactly the object with the non-null fields: it saves
-the keys on the wire and a dict per decision on both sides (the native host sends this form).
+order_type, limit_price, stop_price, confidence, reasoning, inputs, order_ref, parent_ref, oco},
+...], "data_read": {key: {"fields": [...], "lookback": n | null}}}``; ``data_read`` is omitted
+when unchanged since the previous bar; key ``"*"`` means every symbol of the universe, lookback
+null means the whole history so far. A decision may also travel in the compact array form
+``[symbol, action, quantity, target_shares, target_percent, order_type, limit_price, confidence,
+reasoning, inputs, stop_price, order_ref]`` (``COMPACT_FIELDS``; null = the field is absent),
+which means exactly the object with the non-null fields: it saves the keys on the wire and a dict
+per decision on both sides (the native host sends this form).
 
 Orders have no ids chosen by the agent: the order decided as the ``seq``-th decision of bar ``t``
 is known to both sides as :func:`order_ref` ``(t, seq)`` (``"0000012-003"``, the tail of its FMEL
-``decision_id``). A ``CANCEL`` decision names the open order it withdraws by that ref.
+``decision_id``). A ``CANCEL`` decision names the open order it withdraws by that ref; an order's
+``parent_ref`` (bracket child) and ``oco`` (one-cancels-other group) name orders the same way.
+Those two travel only in the object form.
 
 The parent never unpickles: it parses JSON and checks every field (:func:`check_decision`); a bad
 decision is rejected with a reason, it never reaches the accounting. The child runs the same
@@ -193,6 +195,8 @@ class CheckedDecision:
     reject_reason: str | None = None
     stop_price: float | None = None
     order_ref: str | None = None  # CANCEL: the open order it withdraws
+    parent_ref: str | None = None  # bracket child: waits for this order to fill
+    oco: str | None = None  # one-cancels-other: joins the group of this open order
 
     @property
     def is_order(self) -> bool:
@@ -442,6 +446,21 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
                 )
     else:  # HOLD carries no order
         order_type, limit_price, stop_price = "market", None, None
+    links: dict[str, str] = {}
+    if act != "HOLD":
+        for name in ("parent_ref", "oco"):
+            ref = get(name)
+            if ref is None:
+                continue
+            if not isinstance(ref, str) or parse_order_ref(ref) is None:
+                return _rejected(
+                    sym,
+                    act,
+                    reasoning,
+                    inputs,
+                    f"{name} must be the ref of an order (like '0000012-003'), got {ref!r}",
+                )
+            links[name] = ref
     return CheckedDecision(
         sym,
         act,
@@ -454,6 +473,7 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
         reasoning[:MAX_REASONING],
         inputs,
         stop_price=stop_price,
+        **links,
     )
 
 

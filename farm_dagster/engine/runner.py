@@ -196,7 +196,10 @@ class _Run:
                     item.action = "BUY" if delta > 0 else "SELL" if delta < 0 else "HOLD"
                     item.quantity = abs(delta)
                 order = submit(d, did, t, ts_ns, seq)
-                queue((item, order.events, True))  # type: ignore[union-attr]
+                if order is None:  # refused by the book (a bracket child whose parent is not open)
+                    queue((item, broker.bucket(did), False))
+                else:
+                    queue((item, order.events, True))
             logged.append(item)
         return logged
 

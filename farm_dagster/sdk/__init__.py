@@ -8,6 +8,7 @@ from farm_dagster.sdk.context import Context
 from farm_dagster.sdk.decision import (
     Decision,
     OpenOrder,
+    bracket,
     buy,
     cancel,
     hold,
@@ -22,6 +23,7 @@ __all__ = [
     "Decision",
     "OpenOrder",
     "ParamError",
+    "bracket",
     "buy",
     "cancel",
     "hold",

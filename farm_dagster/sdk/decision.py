@@ -36,6 +36,8 @@ class Decision:
     stop_price: float | None = None
     order_ref: str | None = None  # CANCEL: the ref of the open order it withdraws
     placed: tuple[int, int] | None = None  # (bar, seq) once the platform sent it: see ``ref``
+    parent: Decision | OpenOrder | None = None  # bracket child: waits until this order fills
+    oco: Decision | OpenOrder | None = None  # one-cancels-other with this order
 
     @property
     def ref(self) -> str | None:
@@ -65,6 +67,10 @@ class Decision:
             out["stop_price"] = _plain(self.stop_price)
         if self.order_ref is not None:
             out["order_ref"] = str(self.order_ref)
+        if self.parent is not None:
+            out["parent_ref"] = _link_ref(self.parent, "parent")
+        if self.oco is not None:
+            out["oco"] = _link_ref(self.oco, "oco")
         return out
 
     def to_compact(self) -> list[Any] | dict[str, Any]:
@@ -74,8 +80,8 @@ class Decision:
         object form and meets the same check as before.
         """
         order_type = self.order_type
-        if order_type is None:
-            return self.to_wire()
+        if order_type is None or self.parent is not None or self.oco is not None:
+            return self.to_wire()  # no array spelling for these: the object form
         q, ts, tp, lp, c, inputs, sp, ref = (
             self.quantity,
             self.target_shares,
@@ -141,12 +147,15 @@ def buy(
     *,
     limit: float | None = None,
     stop: float | None = None,
+    parent: Decision | OpenOrder | None = None,
+    oco: Decision | OpenOrder | None = None,
     confidence: float | None = None,
     reasoning: str = "",
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
     """Buy ``quantity`` shares at the next bar's open (or at ``limit`` or better; or once the price
-    trades at or above ``stop``)."""
+    trades at or above ``stop``). ``parent=``: wait until that order fills (a bracket child);
+    ``oco=``: one-cancels-other with that order."""
     return Decision(
         symbol,
         "BUY",
@@ -159,6 +168,8 @@ def buy(
         reasoning,
         inputs,
         stop,
+        parent=parent,
+        oco=oco,
     )
 
 
@@ -168,6 +179,8 @@ def sell(
     *,
     limit: float | None = None,
     stop: float | None = None,
+    parent: Decision | OpenOrder | None = None,
+    oco: Decision | OpenOrder | None = None,
     confidence: float | None = None,
     reasoning: str = "",
     inputs: Mapping[str, Any] | None = None,
@@ -186,6 +199,8 @@ def sell(
         reasoning,
         inputs,
         stop,
+        parent=parent,
+        oco=oco,
     )
 
 
@@ -254,3 +269,40 @@ def _order_type(limit: float | None, stop: float | None) -> str:
     if limit is not None:
         raise ValueError("stop-limit orders are not supported: give either limit= or stop=")
     return "stop"
+
+
+def bracket(
+    symbol: str,
+    quantity: float,
+    *,
+    stop: float,
+    take_profit: float,
+    limit: float | None = None,
+    confidence: float | None = None,
+    reasoning: str = "",
+    inputs: Mapping[str, Any] | None = None,
+) -> list[Decision]:
+    """An entry with its exits: [entry, stop-loss, take-profit] (return the three together).
+
+    ``quantity`` > 0 buys (a long bracket: sell stop below, sell limit above), < 0 sells short.
+    The exits wait until the entry fills and may fill from the next bar; the first exit to fill
+    cancels the other; cancelling the entry cancels both.
+    """
+    if not quantity:
+        raise ValueError("a bracket needs a non-zero quantity")
+    side, exit_side = (buy, sell) if quantity > 0 else (sell, buy)
+    size = abs(quantity)
+    entry = side(symbol, size, limit=limit, confidence=confidence, reasoning=reasoning, inputs=inputs)
+    why = reasoning or "bracket"
+    stop_loss = exit_side(symbol, size, stop=stop, parent=entry, reasoning=f"{why}: stop-loss")
+    profit = exit_side(symbol, size, limit=take_profit, parent=entry, reasoning=f"{why}: take-profit")
+    return [entry, stop_loss, profit]
+
+
+def _link_ref(order: Decision | OpenOrder, name: str) -> str:
+    ref = order.ref
+    if ref is None:
+        raise ValueError(
+            f"the {name} order has not been placed: return it earlier in the same answer or on an earlier bar"
+        )
+    return ref
