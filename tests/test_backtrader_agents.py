@@ -356,8 +356,8 @@ STOPPER = """import backtrader as bt
 class Agent(bt.Strategy):
     def next(self):
         if len(self) == 10:
-            self.sell(size=1, exectype=bt.Order.StopLimit, price=self.data.close[0] * 0.9,
-                      plimit=self.data.close[0] * 0.85)
+            self.sell(size=1, exectype=bt.Order.StopTrailLimit, price=self.data.close[0] * 0.9,
+                      plimit=self.data.close[0] * 0.85, trailpercent=0.05)
 """
 
 
@@ -367,7 +367,7 @@ def test_unsupported_order_type_is_a_clear_error(aapl: BarPanel) -> None:
 
     assert result.status == "failed"
     assert result.error.error_type == "UnsupportedOrderError"
-    assert "StopLimit orders are not supported" in result.error.message
+    assert "StopTrailLimit orders are not supported" in result.error.message
     assert result.error.line == _line_of(STOPPER, "self.sell(")
     assert result.fills.empty
 
@@ -492,6 +492,109 @@ class Agent(bt.Strategy):
             pullback = self.buy(size=40, exectype=bt.Order.Limit, price=close * 0.98, oco=breakout)
             self.entry = [breakout, pullback]
 """
+
+
+TRAILING = """import backtrader as bt
+
+
+class Agent(bt.Strategy):
+    \"\"\"Trend entry, exit through a 4% trailing stop that follows the closes up.\"\"\"
+
+    def __init__(self):
+        self.sma = bt.indicators.SMA(self.data.close, period=20)
+        self.entry = None
+        self.trail = None
+
+    def notify_order(self, order):
+        if order.alive():
+            return
+        if self.entry is not None and order.ref == self.entry.ref:
+            self.entry = None
+        if self.trail is not None and order.ref == self.trail.ref:
+            self.trail = None
+
+    def next(self):
+        if not self.position and self.entry is None and self.data.close[0] > self.sma[0]:
+            self.entry = self.buy(size=60)
+        elif self.position and self.trail is None:
+            self.trail = self.sell(size=self.position.size, exectype=bt.Order.StopTrail, trailpercent=0.04)
+"""
+
+
+STOP_LIMITS = """import backtrader as bt
+
+
+class Agent(bt.Strategy):
+    \"\"\"Breakout entries as stop-limit buys (withdrawn after 3 bars), stop-limit stop-losses.\"\"\"
+
+    def __init__(self):
+        self.entry = None
+        self.exit = None
+        self.waited = 0
+
+    def notify_order(self, order):
+        if order.alive():
+            return
+        if self.entry is not None and order.ref == self.entry.ref:
+            self.entry = None
+        if self.exit is not None and order.ref == self.exit.ref:
+            self.exit = None
+
+    def next(self):
+        close = self.data.close[0]
+        if not self.position:
+            if self.entry is None:
+                self.entry = self.buy(size=30, exectype=bt.Order.StopLimit, price=close * 1.01,
+                                      plimit=close * 1.02)
+                self.waited = 0
+            else:
+                self.waited += 1
+                if self.waited >= 3:
+                    self.cancel(self.entry)
+        elif self.exit is None:
+            self.exit = self.sell(size=self.position.size, exectype=bt.Order.StopLimit, price=close * 0.98,
+                                  plimit=close * 0.975)
+            self.waited = 0
+        else:
+            self.waited += 1
+            if self.waited >= 5:  # not stopped out: raise the stop-loss to today's close
+                self.cancel(self.exit)
+"""
+
+
+ON_CLOSE = """import backtrader as bt
+
+
+class Agent(bt.Strategy):
+    \"\"\"Crossover traded at the next close (market-on-close) instead of the next open.\"\"\"
+
+    def __init__(self):
+        self.cross = bt.indicators.CrossOver(bt.indicators.SMA(self.data.close, period=5),
+                                             bt.indicators.SMA(self.data.close, period=20))
+
+    def next(self):
+        if not self.position and self.cross[0] > 0:
+            self.buy(size=80, exectype=bt.Order.Close)
+        elif self.position and self.cross[0] < 0:
+            self.sell(size=self.position.size, exectype=bt.Order.Close)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("code", "name"), [(TRAILING, "trailing.py"), (STOP_LIMITS, "stop_limits.py"), (ON_CLOSE, "on_close.py")]
+)
+def test_trailing_and_stop_limit_orders_match_plain_backtrader(aapl: BarPanel, code: str, name: str) -> None:
+    """StopTrail, StopLimit (its intrabar rules included) and Close orders fill where backtrader fills them."""
+    cerebro, rec = plain_backtrader(code, aapl)
+    result = run_ours(code, aapl, filename=name)
+
+    assert result.status == "completed", result.error
+    assert len(rec.fills) >= 20
+    _assert_same_fills(_fill_tuples(result), rec.fills)
+    _assert_same_trades(result, rec.trades)
+    assert result.equity["equity"].iloc[-1] == pytest.approx(cerebro.broker.getvalue(), rel=1e-12)
+    assert not result.tamper_suspected, result.info["tamper_bars"]
 
 
 @pytest.mark.slow

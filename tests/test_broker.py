@@ -113,6 +113,52 @@ def test_stop_slippage_moves_against_the_order_and_stays_in_the_bar() -> None:
     assert broker.fills[0].price == 105.5
 
 
+def test_stop_limit_triggers_then_fills_only_at_the_limit_or_better() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    # Sell stop 95, limit 94: a gap open at 92 triggers it, but 92..93 never reaches the limit.
+    decide(broker, 0, action="BUY", quantity=20)
+    broker.on_bar(1, DAY, bar(100, 100, 100, 100))
+    decide(broker, 1, action="SELL", quantity=10, order_type="stop_limit", stop_price=95, limit_price=94)
+    broker.on_bar(2, 2 * DAY, bar(92, 93, 90, 91))
+    assert len(broker.fills) == 1 and broker.pending[0].triggered  # a limit order from now on
+    broker.on_bar(3, 3 * DAY, bar(93, 96, 92, 95))  # trades up through 94: filled at the limit
+    assert broker.fills[-1].price == 94
+    # Triggered during the bar with the limit beyond the stop: filled at the stop (backtrader).
+    decide(broker, 3, action="SELL", quantity=5, order_type="stop_limit", stop_price=90, limit_price=89)
+    broker.on_bar(4, 4 * DAY, bar(93, 94, 88, 92))
+    assert broker.fills[-1].price == 90
+    # Triggered during the bar, limit between the stop and the close of a down bar: waits.
+    decide(broker, 4, action="SELL", quantity=5, order_type="stop_limit", stop_price=90, limit_price=91)
+    broker.on_bar(5, 5 * DAY, bar(95, 96, 89, 89.5))
+    assert len(broker.fills) == 3 and broker.pending[0].triggered
+
+
+def test_trailing_stop_follows_the_close_and_fills_where_a_stop_would() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=10)
+    broker.on_bar(1, DAY, bar(100, 100, 100, 100))
+    decide(broker, 1, action="SELL", quantity=10, order_type="trailing_stop", trail_amount=5.0)
+    assert broker.pending[0].stop_price == 95  # from the close the agent saw
+    broker.on_bar(2, 2 * DAY, bar(101, 110, 100, 108))  # not hit; the stop follows the close to 103
+    assert broker.pending[0].stop_price == 103
+    broker.on_bar(3, 3 * DAY, bar(107, 107, 104, 104))  # lower close: the stop never moves down
+    assert broker.pending[0].stop_price == 103
+    broker.on_bar(4, 4 * DAY, bar(104, 105, 101, 102))  # trades through 103: filled at the stop
+    assert broker.fills[-1].price == 103 and broker.positions[0] == 0
+    assert broker.event_log["d1-0"][0]["trail_amount"] == 5.0
+
+
+def test_market_on_close_fills_at_the_next_bars_close() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 101, 99, 100.5))
+    decide(broker, 0, action="BUY", quantity=10, order_type="market_on_close")
+    broker.on_bar(1, DAY, bar(102, 106, 101, 105))
+    assert [(f.price, f.ts_ns) for f in broker.fills] == [(105, DAY)]
+    assert broker.cash == pytest.approx(100_000 - 10 * 105)
+
+
 def test_cancel_withdraws_an_open_order_and_a_stale_cancel_is_rejected() -> None:
     broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
     broker.on_bar(0, 0, bar(100, 100, 100, 100))

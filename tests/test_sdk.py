@@ -200,8 +200,30 @@ def test_stop_and_cancel_helpers_round_trip_through_the_checks() -> None:
     for form in (stop.to_wire(), stop.to_compact()):
         checked = protocol.check_decision(form, {"AAA": 0})
         assert (checked.order_type, checked.stop_price, checked.reject_reason) == ("stop", 9.25, None)
-    with pytest.raises(ValueError, match="stop-limit"):
-        buy("AAA", 1, limit=10, stop=11)
+    stop_limit = buy("AAA", 1, limit=10.5, stop=11)
+    assert (stop_limit.order_type, stop_limit.stop_price, stop_limit.limit_price) == ("stop_limit", 11, 10.5)
+    trailing = sell("AAA", 2, trail_percent=0.05)
+    wire = trailing.to_compact()
+    assert wire == {
+        "symbol": "AAA",
+        "action": "SELL",
+        "quantity": 2,
+        "order_type": "trailing_stop",
+        "trail_percent": 0.05,
+    }
+    checked = protocol.check_decision(wire, {"AAA": 0})
+    assert (checked.order_type, checked.trail_percent, checked.stop_price, checked.reject_reason) == (
+        "trailing_stop",
+        0.05,
+        None,  # the book starts it from the close the agent saw
+        None,
+    )
+    with pytest.raises(ValueError, match="trailing stop-limit"):
+        sell("AAA", 1, limit=10, trail_amount=1.0)
+    assert target_percent("AAA", 0.5, on_close=True).to_wire()["order_type"] == "market_on_close"
+    assert protocol.check_decision(sell("AAA", 1, on_close=True).to_compact(), {"AAA": 0}).is_order
+    with pytest.raises(ValueError, match="on_close"):
+        buy("AAA", 1, limit=10, on_close=True)
     with pytest.raises(ValueError, match="not been sent"):
         cancel(stop)  # no ref until the platform has sent it
     stop.placed = (12, 3)
@@ -232,7 +254,28 @@ def test_stop_and_cancel_helpers_round_trip_through_the_checks() -> None:
             {"symbol": "AAA", "action": "TARGET", "target_shares": 1, "order_type": "stop", "stop_price": 9},
             "BUY or SELL",
         ),
-        ({"symbol": "AAA", "action": "BUY", "quantity": 1, "order_type": "stop_limit"}, "order_type must be"),
+        (
+            {"symbol": "AAA", "action": "BUY", "quantity": 1, "order_type": "trailing_limit"},
+            "order_type must be",
+        ),
+        (
+            {"symbol": "AAA", "action": "BUY", "quantity": 1, "order_type": "stop_limit", "stop_price": 9},
+            "limit_price",
+        ),
+        (
+            {"symbol": "AAA", "action": "SELL", "quantity": 1, "order_type": "trailing_stop"},
+            "exactly one of trail",
+        ),
+        (
+            {
+                "symbol": "AAA",
+                "action": "SELL",
+                "quantity": 1,
+                "order_type": "trailing_stop",
+                "trail_percent": 5,
+            },
+            "trail_percent",
+        ),
         ({"symbol": "AAA", "action": "CANCEL"}, "order_ref"),
         ({"symbol": "AAA", "action": "CANCEL", "order_ref": "12-3"}, "order_ref"),
         ({"symbol": "AAA", "action": "BUY", "quantity": 1, "parent_ref": 7}, "parent_ref must be"),

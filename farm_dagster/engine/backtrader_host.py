@@ -37,14 +37,21 @@ from farm_dagster.engine.host import error_payload
 FIELDS = ("open", "high", "low", "close", "volume")
 _EPOCH = datetime(1970, 1, 1)
 _MODULE = "agent"
-_SUPPORTED = {bt.Order.Market: "market", bt.Order.Limit: "limit", bt.Order.Stop: "stop"}
+_SUPPORTED = {
+    bt.Order.Market: "market",
+    bt.Order.Limit: "limit",
+    bt.Order.Stop: "stop",
+    bt.Order.StopLimit: "stop_limit",
+    bt.Order.StopTrail: "trailing_stop",
+    bt.Order.Close: "market_on_close",
+}
 
 Recv = Callable[[], bytes]
 Send = Callable[[bytes], None]
 
 
 class UnsupportedOrderError(ValueError):
-    """An order the trusted broker cannot replay (stop-limit, trailing, close, expiry)."""
+    """An order the trusted broker cannot replay (trailing stop-limit, expiry)."""
 
 
 class _BarStream:
@@ -151,7 +158,7 @@ class _Recorder:
         if kind is None:
             raise UnsupportedOrderError(
                 f"{bt.Order.ExecTypes[order.exectype]} orders are not supported: The Farm's broker fills "
-                "market orders (next bar's open), limit and stop orders only"
+                "market, market-on-close, limit, stop, stop-limit and trailing-stop orders"
             )
         if order.valid is not None:
             raise UnsupportedOrderError(
@@ -169,9 +176,20 @@ class _Recorder:
         if kind == "limit":
             wire["order_type"] = "limit"
             wire["limit_price"] = _plain(order.created.price)
-        elif kind == "stop":
-            wire["order_type"] = "stop"
+        elif kind == "market_on_close":
+            wire["order_type"] = kind
+        elif kind != "market":  # stop, stop_limit, trailing_stop: backtrader's created.price is the stop
+            wire["order_type"] = kind
             wire["stop_price"] = _plain(order.created.price)
+            if kind == "stop_limit":
+                wire["limit_price"] = _plain(order.created.pricelimit)
+            elif kind == "trailing_stop":
+                if order.trailamount:
+                    wire["trail_amount"] = _plain(order.trailamount)
+                elif order.trailpercent:
+                    wire["trail_percent"] = _plain(order.trailpercent)
+                else:
+                    raise UnsupportedOrderError("a StopTrail order needs trailamount or trailpercent")
         if oco_leader is not None:
             self.oco_leaders[order.ref] = oco_leader
         self.pending.append((order, wire))

@@ -8,7 +8,13 @@ handled one by one because they are sparse. Fill rules (the honest-fill contract
   limit, at max(open, limit); the price never leaves [low, high] (slippage is clamped);
 * a buy stop triggers when the bar trades at or above the stop: at the open if it opens there
   (a gap), else at the stop; a sell stop symmetrically (backtrader's rule, so a backtrader
-  agent's stop-loss fills where its own broker fills it);
+  agent's stop-loss fills where its own broker fills it); a trailing stop likewise, its stop
+  moved toward each close it did not fill on (never away);
+* a stop-limit turns into a limit order once its stop is reached; on the bar that reaches it
+  intrabar it fills at the stop if the limit is beyond the stop, or at the limit when the bar
+  reversed after the trigger and closed at or through the limit (backtrader's cases), else it
+  waits as a limit;
+* a market-on-close order fills at the close of the bar after the one it was decided on;
 * a CANCEL withdraws an open order before the next bar's fills (an order decided on bar t and
   cancelled on bar t never fills);
 * OCO: orders linked with ``oco`` form a group; once one of them fills, is cancelled or is
@@ -76,6 +82,9 @@ class Order:
     events: list[Any]  # this decision's FMEL events (shared by its trades), see ``event_dict``
     stop_price: float | None = None
     seq: int = 0  # position in its bar's decisions: (submitted_bar, seq) is its protocol.order_ref
+    trail_amount: float | None = None  # trailing stop: distance from the close, in price
+    trail_percent: float | None = None  # ... or as a fraction of the close
+    triggered: bool = False  # stop-limit: its stop was reached, it is a limit order now
     active_from: int = 0  # first bar it may fill on (a bracket child: only once its parent filled)
     open: bool = True  # still on the book
     linked: bool = False  # in an OCO group or a bracket: leaving the book settles the others
@@ -131,6 +140,8 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
         "stop_price",
         "parent_order_id",
         "oco_order_id",
+        "trail_amount",
+        "trail_percent",
     ),
     "cancelled": ("order_id", "reason"),
     "rejected": ("order_id", "reason"),
@@ -149,7 +160,9 @@ def event_dict(event: Any, time: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "rejected" if kind == "rejected_decision" else kind}
     out["time"] = time if time is not None else iso(ts_ns)
     if kind == "submitted":
-        _, _, order_id, size_name, size, order_type, limit_price, stop_price, parent_id, oco_id = event
+        _, _, order_id, size_name, size, order_type, limit_price, stop_price, parent_id, oco_id, *trail = (
+            event
+        )
         out["order_id"] = order_id
         out[size_name] = size
         out["order_type"] = order_type
@@ -161,6 +174,9 @@ def event_dict(event: Any, time: str | None = None) -> dict[str, Any]:
             out["parent_order_id"] = parent_id
         if oco_id is not None:
             out["oco_order_id"] = oco_id
+        for name, value in zip(("trail_amount", "trail_percent"), trail, strict=True):
+            if value is not None:
+                out[name] = value
         return out
     out.update(zip(EVENT_FIELDS[kind], event[2:], strict=True))
     return out
@@ -204,9 +220,24 @@ def event_json(event: Any, time: str) -> str:
                     f'"quantity":{qty!r},"side":"{side}","commission":{commission!r}}}'
                 )
         elif kind == "submitted":
-            _, _, order_id, size_name, size, order_type, limit_price, stop_price, parent_id, oco_id = event
+            (
+                _,
+                _,
+                order_id,
+                size_name,
+                size,
+                order_type,
+                limit_price,
+                stop_price,
+                parent_id,
+                oco_id,
+                ta,
+                tp,
+            ) = event
             if (
-                limit_price is None
+                ta is None
+                and tp is None
+                and limit_price is None
                 and stop_price is None
                 and parent_id is None
                 and oco_id is None
@@ -303,6 +334,11 @@ class Broker:
                 return None
         if decision.oco is not None:
             oco_with = self._open_order(decision.oco)  # None: no group to join, a stand-alone order
+        stop_price = decision.stop_price
+        if stop_price is None and decision.order_type == "trailing_stop":  # start from the close it saw
+            close = float(self.last_price[index])
+            trail = decision.trail_amount or close * decision.trail_percent  # type: ignore[operator]
+            stop_price = close + trail if decision.action == "BUY" else close - trail
         order_id = self._next_order_id
         self._next_order_id = order_id + 1
         quantity, shares, percent = decision.quantity, decision.target_shares, decision.target_percent
@@ -325,9 +361,11 @@ class Broker:
                     size,
                     decision.order_type,
                     decision.limit_price,
-                    decision.stop_price,
+                    stop_price,
                     None if parent is None else parent.order_id,
                     None if oco_with is None else oco_with.order_id,
+                    decision.trail_amount,
+                    decision.trail_percent,
                 )
             )
         else:
@@ -344,9 +382,11 @@ class Broker:
             decision.limit_price,
             bar,
             events,
-            decision.stop_price,
+            stop_price,
             seq,
-            bar + 1,
+            trail_amount=decision.trail_amount,
+            trail_percent=decision.trail_percent,
+            active_from=bar + 1,
         )
         if parent is not None:
             order.parent, order.linked, order.active_from = parent, True, _NEVER
@@ -483,31 +523,9 @@ class Broker:
                 waiting.append(order)
                 continue
             base = o
-            if order.order_type == "stop":
-                stop = order.stop_price
-                if order.action == "BUY":
-                    if o >= stop:
-                        base = o
-                    elif h >= stop:
-                        base = stop
-                    else:
-                        waiting.append(order)
-                        continue
-                elif o <= stop:
-                    base = o
-                elif lo <= stop:
-                    base = stop
-                else:
-                    waiting.append(order)
-                    continue
-            elif order.order_type == "limit":
-                limit = order.limit_price
-                buying = self._direction(order) > 0
-                if buying and lo <= limit:
-                    base = min(o, limit)
-                elif not buying and h >= limit:
-                    base = max(o, limit)
-                else:
+            if order.order_type != "market":
+                base = self._trigger(order, o, h, lo, float(block[3][i]))
+                if base is None:
                     waiting.append(order)
                     continue
             action = order.action
@@ -538,6 +556,59 @@ class Broker:
             order.open = False
             if order.linked:
                 self._settle(order, outcome, bar, ts_ns)
+
+    def _trigger(self, order: Order, o: float, h: float, lo: float, c: float) -> float | None:
+        """Base fill price of a limit or stop order on this bar, or None when it waits.
+
+        Stop, stop-limit and trailing-stop follow backtrader's broker (``_try_exec_stop`` and
+        ``_try_exec_stoplimit``, its intrabar cases included), so both give the same fills.
+        """
+        kind = order.order_type
+        if kind == "market_on_close":
+            return c
+        if kind == "limit":
+            return _limit_base(self._direction(order) > 0, order.limit_price, o, h, lo)  # type: ignore[arg-type]
+        buying = order.action == "BUY"
+        stop: float = order.stop_price  # type: ignore[assignment]
+        if kind == "stop" or kind == "trailing_stop":
+            if buying:
+                base = o if o >= stop else stop if h >= stop else None
+            else:
+                base = o if o <= stop else stop if lo <= stop else None
+            if base is None and kind == "trailing_stop":
+                self._trail(order, c)
+            return base
+        limit: float = order.limit_price  # type: ignore[assignment]  # stop_limit
+        if order.triggered:
+            return _limit_base(buying, limit, o, h, lo)
+        if buying:
+            if o >= stop:  # triggered by the open: a limit order from here on
+                order.triggered = True
+                return _limit_base(True, limit, o, h, lo)
+            if h < stop:
+                return None
+            order.triggered = True  # triggered during the bar
+            if limit >= stop:
+                return stop
+            return limit if o > c and limit >= c else None
+        if o <= stop:
+            order.triggered = True
+            return _limit_base(False, limit, o, h, lo)
+        if lo > stop:
+            return None
+        order.triggered = True
+        if limit <= stop:
+            return stop
+        return limit if o <= c and limit <= c else None
+
+    @staticmethod
+    def _trail(order: Order, close: float) -> None:
+        """Move a trailing stop after a bar it did not fill on: toward the close, never away."""
+        amount = order.trail_amount if order.trail_amount else close * order.trail_percent  # type: ignore[operator]
+        if order.action == "BUY":
+            order.stop_price = min(order.stop_price, close + amount)  # type: ignore[type-var]
+        else:
+            order.stop_price = max(order.stop_price, close - amount)  # type: ignore[type-var]
 
     def _direction(self, order: Order) -> int:
         if order.action == "BUY":
@@ -733,6 +804,14 @@ class Broker:
             marked.pnl = trade.pnl + direction * held * (float(self.last_price[i]) - trade.entry_price)
             out.append(marked)
         return out
+
+
+def _limit_base(buying: bool, limit: float, o: float, h: float, lo: float) -> float | None:
+    """A buy limit fills once the bar trades at or below it (at the better of open and limit), a sell
+    limit once it trades at or above it; None = not this bar."""
+    if buying:
+        return min(o, limit) if lo <= limit else None
+    return max(o, limit) if h >= limit else None
 
 
 def _buys_last(item: tuple[Order, float, float]) -> bool:

@@ -57,7 +57,8 @@ _TS = struct.Struct("<q")
 _EQUITY = struct.Struct("<d")
 
 ACTIONS = ("BUY", "SELL", "HOLD", "TARGET", "CANCEL")
-ORDER_TYPES = ("market", "limit", "stop")
+ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop", "market_on_close")
+STOP_TYPES = ("stop", "stop_limit", "trailing_stop")
 MAX_REASONING = 4000
 MAX_INPUTS = 64
 MAX_TARGET_PERCENT = 10.0
@@ -197,6 +198,8 @@ class CheckedDecision:
     order_ref: str | None = None  # CANCEL: the open order it withdraws
     parent_ref: str | None = None  # bracket child: waits for this order to fill
     oco: str | None = None  # one-cancels-other: joins the group of this open order
+    trail_amount: float | None = None  # trailing stop: distance from the close (price units)
+    trail_percent: float | None = None  # ... or as a fraction of the close
 
     @property
     def is_order(self) -> bool:
@@ -377,7 +380,7 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
             order_ref=ref,
         )
     order_type = get("order_type", "market")
-    limit_price = stop_price = None
+    limit_price = stop_price = trail_amount = trail_percent = None
     if order_type == "limit":
         limit_price = _number(get("limit_price"))
         if limit_price is None or limit_price <= 0:
@@ -388,21 +391,51 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
                 inputs,
                 f"limit order needs a positive limit_price, got {get('limit_price')!r}",
             )
-    elif order_type == "stop":
-        stop_price = _number(get("stop_price"))
-        if stop_price is None or stop_price <= 0:
+    elif order_type in STOP_TYPES:
+        if act != "BUY" and act != "SELL" and act != "HOLD":
             return _rejected(
                 sym,
                 act,
                 reasoning,
                 inputs,
-                f"stop order needs a positive stop_price, got {get('stop_price')!r}",
+                f"{order_type} orders are BUY or SELL with a quantity (not TARGET)",
             )
-        if act != "BUY" and act != "SELL" and act != "HOLD":
+        raw_stop = get("stop_price")
+        stop_price = _number(raw_stop)
+        if (stop_price is None or stop_price <= 0) and not (
+            order_type == "trailing_stop" and raw_stop is None
+        ):
             return _rejected(
-                sym, act, reasoning, inputs, "stop orders are BUY or SELL with a quantity (not TARGET)"
+                sym,
+                act,
+                reasoning,
+                inputs,
+                f"{order_type} order needs a positive stop_price, got {raw_stop!r}",
             )
-    elif order_type != "market":
+        if order_type == "stop_limit":
+            limit_price = _number(get("limit_price"))
+            if limit_price is None or limit_price <= 0:
+                return _rejected(
+                    sym,
+                    act,
+                    reasoning,
+                    inputs,
+                    f"stop_limit order needs a positive limit_price, got {get('limit_price')!r}",
+                )
+        elif order_type == "trailing_stop":
+            trail_amount, trail_percent = _number(get("trail_amount")), _number(get("trail_percent"))
+            amount_ok = trail_amount is not None and trail_amount > 0
+            percent_ok = trail_percent is not None and 0 < trail_percent < 1
+            if (trail_amount is None) == (trail_percent is None) or not (amount_ok or percent_ok):
+                return _rejected(
+                    sym,
+                    act,
+                    reasoning,
+                    inputs,
+                    "trailing_stop needs exactly one of trail_amount (> 0) or trail_percent (in (0, 1)), "
+                    f"got {get('trail_amount')!r} / {get('trail_percent')!r}",
+                )
+    elif order_type != "market" and order_type != "market_on_close":
         return _rejected(
             sym,
             act,
@@ -446,6 +479,7 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
                 )
     else:  # HOLD carries no order
         order_type, limit_price, stop_price = "market", None, None
+        trail_amount = trail_percent = None
     links: dict[str, str] = {}
     if act != "HOLD":
         for name in ("parent_ref", "oco"):
@@ -473,6 +507,8 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
         reasoning[:MAX_REASONING],
         inputs,
         stop_price=stop_price,
+        trail_amount=trail_amount,
+        trail_percent=trail_percent,
         **links,
     )
 

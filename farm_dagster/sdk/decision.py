@@ -5,8 +5,11 @@ share quantity; ``target_shares`` sets the position to a share count (negative =
 ``target_percent`` sets it to a fraction of equity (0.5 = half of equity, whole shares, computed
 at the fill's price). ``confidence`` in [0, 1] and ``reasoning`` feed the decision log (FMEL).
 
-Order types: market (the default), ``limit=`` (fills at the limit or better) and ``stop=`` (a
-buy stop triggers when the price trades at or above it, a sell stop at or below: a stop-loss).
+Order types: market (the default), ``limit=`` (fills at the limit or better), ``stop=`` (a buy
+stop triggers when the price trades at or above it, a sell stop at or below: a stop-loss),
+``stop=`` with ``limit=`` (a stop-limit), ``trail_amount=``/``trail_percent=`` (a trailing
+stop) and ``on_close=True`` (market-on-close: the next bar's close instead of its open);
+``oco=`` and ``parent=`` link orders, :func:`bracket` builds entry + exits.
 Once the platform has sent an order it knows its ``ref``; ``cancel(order)`` withdraws it while
 it is still open (``ctx.open_orders()`` lists those).
 """
@@ -38,6 +41,8 @@ class Decision:
     placed: tuple[int, int] | None = None  # (bar, seq) once the platform sent it: see ``ref``
     parent: Decision | OpenOrder | None = None  # bracket child: waits until this order fills
     oco: Decision | OpenOrder | None = None  # one-cancels-other with this order
+    trail_amount: float | None = None  # trailing stop: distance from the close, in price
+    trail_percent: float | None = None  # ... or as a fraction of the close
 
     @property
     def ref(self) -> str | None:
@@ -71,6 +76,10 @@ class Decision:
             out["parent_ref"] = _link_ref(self.parent, "parent")
         if self.oco is not None:
             out["oco"] = _link_ref(self.oco, "oco")
+        if self.trail_amount is not None:
+            out["trail_amount"] = _plain(self.trail_amount)
+        if self.trail_percent is not None:
+            out["trail_percent"] = _plain(self.trail_percent)
         return out
 
     def to_compact(self) -> list[Any] | dict[str, Any]:
@@ -80,7 +89,13 @@ class Decision:
         object form and meets the same check as before.
         """
         order_type = self.order_type
-        if order_type is None or self.parent is not None or self.oco is not None:
+        if (
+            order_type is None
+            or self.parent is not None
+            or self.oco is not None
+            or self.trail_amount is not None
+            or self.trail_percent is not None
+        ):
             return self.to_wire()  # no array spelling for these: the object form
         q, ts, tp, lp, c, inputs, sp, ref = (
             self.quantity,
@@ -146,23 +161,27 @@ def buy(
     quantity: float,
     *,
     limit: float | None = None,
+    on_close: bool = False,
     stop: float | None = None,
+    trail_amount: float | None = None,
+    trail_percent: float | None = None,
     parent: Decision | OpenOrder | None = None,
     oco: Decision | OpenOrder | None = None,
     confidence: float | None = None,
     reasoning: str = "",
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
-    """Buy ``quantity`` shares at the next bar's open (or at ``limit`` or better; or once the price
-    trades at or above ``stop``). ``parent=``: wait until that order fills (a bracket child);
-    ``oco=``: one-cancels-other with that order."""
+    """Buy ``quantity`` shares at the next bar's open, or: at ``limit`` or better; once the price
+    trades at or above ``stop`` (with ``limit`` too: then only at ``limit`` or better); as a
+    trailing stop ``trail_amount``/``trail_percent`` above the close that follows the price down.
+    ``parent=``: wait until that order fills (a bracket child); ``oco=``: one-cancels-other."""
     return Decision(
         symbol,
         "BUY",
         quantity,
         None,
         None,
-        _order_type(limit, stop),
+        _order_type(limit, stop, trail_amount, trail_percent, on_close),
         limit,
         confidence,
         reasoning,
@@ -170,6 +189,8 @@ def buy(
         stop,
         parent=parent,
         oco=oco,
+        trail_amount=trail_amount,
+        trail_percent=trail_percent,
     )
 
 
@@ -178,22 +199,26 @@ def sell(
     quantity: float,
     *,
     limit: float | None = None,
+    on_close: bool = False,
     stop: float | None = None,
+    trail_amount: float | None = None,
+    trail_percent: float | None = None,
     parent: Decision | OpenOrder | None = None,
     oco: Decision | OpenOrder | None = None,
     confidence: float | None = None,
     reasoning: str = "",
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
-    """Sell ``quantity`` shares (going short needs ``allow_short``); ``stop=`` makes it a stop-loss:
-    it sells once the price trades at or below the stop."""
+    """Sell ``quantity`` shares (going short needs ``allow_short``); ``stop=`` makes it a stop-loss
+    (it sells once the price trades at or below the stop), ``trail_percent=0.05`` a trailing stop 5%
+    under the close that rises with the price. Same options as :func:`buy`."""
     return Decision(
         symbol,
         "SELL",
         quantity,
         None,
         None,
-        _order_type(limit, stop),
+        _order_type(limit, stop, trail_amount, trail_percent, on_close),
         limit,
         confidence,
         reasoning,
@@ -201,6 +226,8 @@ def sell(
         stop,
         parent=parent,
         oco=oco,
+        trail_amount=trail_amount,
+        trail_percent=trail_percent,
     )
 
 
@@ -209,12 +236,14 @@ def target_shares(
     shares: float,
     *,
     limit: float | None = None,
+    on_close: bool = False,
     confidence: float | None = None,
     reasoning: str = "",
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
-    """Trade whatever it takes to hold ``shares`` (0 closes the position)."""
-    order_type = "market" if limit is None else "limit"
+    """Trade whatever it takes to hold ``shares`` (0 closes the position); ``on_close=True`` trades
+    at the next bar's close instead of its open."""
+    order_type = _order_type(limit, None, on_close=on_close)
     return Decision(symbol, "TARGET", None, shares, None, order_type, limit, confidence, reasoning, inputs)
 
 
@@ -223,12 +252,14 @@ def target_percent(
     percent: float,
     *,
     limit: float | None = None,
+    on_close: bool = False,
     confidence: float | None = None,
     reasoning: str = "",
     inputs: Mapping[str, Any] | None = None,
 ) -> Decision:
-    """Hold ``percent`` of equity in ``symbol`` (a fraction: 1.0 = all in, -0.5 = half short)."""
-    order_type = "market" if limit is None else "limit"
+    """Hold ``percent`` of equity in ``symbol`` (a fraction: 1.0 = all in, -0.5 = half short);
+    ``on_close=True`` trades at the next bar's close instead of its open."""
+    order_type = _order_type(limit, None, on_close=on_close)
     return Decision(symbol, "TARGET", None, None, percent, order_type, limit, confidence, reasoning, inputs)
 
 
@@ -263,12 +294,26 @@ def cancel(
     )
 
 
-def _order_type(limit: float | None, stop: float | None) -> str:
+def _order_type(
+    limit: float | None,
+    stop: float | None,
+    trail_amount: float | None = None,
+    trail_percent: float | None = None,
+    on_close: bool = False,
+) -> str:
+    if on_close:
+        if limit is not None or stop is not None or trail_amount is not None or trail_percent is not None:
+            raise ValueError("on_close=True is a market order at the close: no limit, stop or trail")
+        return "market_on_close"
+    if trail_amount is not None or trail_percent is not None:
+        if limit is not None:
+            raise ValueError("trailing stop-limit orders are not supported: give limit= or a trail, not both")
+        if trail_amount is not None and trail_percent is not None:
+            raise ValueError("give trail_amount= or trail_percent=, not both")
+        return "trailing_stop"
     if stop is None:
         return "market" if limit is None else "limit"
-    if limit is not None:
-        raise ValueError("stop-limit orders are not supported: give either limit= or stop=")
-    return "stop"
+    return "stop" if limit is None else "stop_limit"
 
 
 def bracket(
