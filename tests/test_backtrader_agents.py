@@ -580,12 +580,50 @@ class Agent(bt.Strategy):
 """
 
 
+EXPIRING = """import datetime
+
+import backtrader as bt
+
+
+class Agent(bt.Strategy):
+    \"\"\"Limit entries 1% under the close valid for 3 days, and same-day (DAY) limit exits.\"\"\"
+
+    def __init__(self):
+        self.entry = None
+        self.exit = None
+
+    def notify_order(self, order):
+        if order.alive():
+            return
+        if self.entry is not None and order.ref == self.entry.ref:
+            self.entry = None
+        if self.exit is not None and order.ref == self.exit.ref:
+            self.exit = None
+
+    def next(self):
+        close = self.data.close[0]
+        if not self.position and self.entry is None:
+            self.entry = self.buy(size=25, exectype=bt.Order.Limit, price=close * 0.99,
+                                  valid=datetime.timedelta(days=3))
+        elif self.position and self.exit is None:
+            self.exit = self.sell(size=self.position.size, exectype=bt.Order.Limit, price=close * 1.01,
+                                  valid=bt.Order.DAY if len(self) % 2 else self.data.datetime.date(0) + datetime.timedelta(days=5))
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("code", "name"), [(TRAILING, "trailing.py"), (STOP_LIMITS, "stop_limits.py"), (ON_CLOSE, "on_close.py")]
+    ("code", "name"),
+    [
+        (TRAILING, "trailing.py"),
+        (STOP_LIMITS, "stop_limits.py"),
+        (ON_CLOSE, "on_close.py"),
+        (EXPIRING, "expiring.py"),
+    ],
 )
 def test_trailing_and_stop_limit_orders_match_plain_backtrader(aapl: BarPanel, code: str, name: str) -> None:
-    """StopTrail, StopLimit (its intrabar rules included) and Close orders fill where backtrader fills them."""
+    """StopTrail, StopLimit (its intrabar rules included), Close and expiring orders fill where backtrader
+    fills them."""
     cerebro, rec = plain_backtrader(code, aapl)
     result = run_ours(code, aapl, filename=name)
 
@@ -595,6 +633,9 @@ def test_trailing_and_stop_limit_orders_match_plain_backtrader(aapl: BarPanel, c
     _assert_same_trades(result, rec.trades)
     assert result.equity["equity"].iloc[-1] == pytest.approx(cerebro.broker.getvalue(), rel=1e-12)
     assert not result.tamper_suspected, result.info["tamper_bars"]
+    if code is EXPIRING:
+        expired = [e for e in events_of(result.decisions) if e.get("reason") == "expired"]
+        assert len(expired) >= 50  # both the 3-day entries and the DAY exits do expire
 
 
 @pytest.mark.slow

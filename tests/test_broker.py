@@ -159,6 +159,21 @@ def test_market_on_close_fills_at_the_next_bars_close() -> None:
     assert broker.cash == pytest.approx(100_000 - 10 * 105)
 
 
+def test_expiring_orders_are_withdrawn_after_their_time_and_market_orders_never_expire() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=1, order_type="limit", limit_price=90, expires_at=DAY)
+    decide(broker, 0, seq=1, action="BUY", quantity=1, order_type="limit", limit_price=80, oco="0000000-000")
+    decide(broker, 0, seq=2, action="BUY", quantity=2, expires_at=0)
+    broker.on_bar(1, DAY, bar(95, 96, 94, 95))  # at its expiry time, not after: still open
+    assert [f.quantity for f in broker.fills] == [2]  # the market order ignored its expiry
+    assert len(broker.open_orders()) == 2
+    broker.on_bar(2, 2 * DAY, bar(89, 90, 79, 85))  # would fill both limits, but the first expired
+    assert [f.quantity for f in broker.fills] == [2] and not broker.open_orders()
+    assert broker.event_log["d0-0"][-1]["reason"] == "expired"
+    assert broker.event_log["d0-1"][-1]["reason"] == "OCO: order 1 cancelled"  # its group went with it
+
+
 def test_cancel_withdraws_an_open_order_and_a_stale_cancel_is_rejected() -> None:
     broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
     broker.on_bar(0, 0, bar(100, 100, 100, 100))

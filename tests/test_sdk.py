@@ -4,6 +4,7 @@ and the child host driven in-process through its real message handling."""
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -224,6 +225,11 @@ def test_stop_and_cancel_helpers_round_trip_through_the_checks() -> None:
     assert protocol.check_decision(sell("AAA", 1, on_close=True).to_compact(), {"AAA": 0}).is_order
     with pytest.raises(ValueError, match="on_close"):
         buy("AAA", 1, limit=10, on_close=True)
+    good_till = buy("AAA", 1, limit=9.0, expires=datetime(2024, 1, 2, 16, 0))  # naive = UTC
+    wire = good_till.to_compact()
+    assert wire["expires_at"] == int(pd.Timestamp("2024-01-02 16:00", tz="UTC").value)
+    assert protocol.check_decision(wire, {"AAA": 0}).expires_at == wire["expires_at"]
+    assert protocol.check_decision({**wire, "expires_at": "tomorrow"}, {"AAA": 0}).reject_reason
     with pytest.raises(ValueError, match="not been sent"):
         cancel(stop)  # no ref until the platform has sent it
     stop.placed = (12, 3)

@@ -51,7 +51,7 @@ Send = Callable[[bytes], None]
 
 
 class UnsupportedOrderError(ValueError):
-    """An order the trusted broker cannot replay (trailing stop-limit, expiry)."""
+    """An order the trusted broker cannot replay (a trailing stop-limit)."""
 
 
 class _BarStream:
@@ -160,10 +160,6 @@ class _Recorder:
                 f"{bt.Order.ExecTypes[order.exectype]} orders are not supported: The Farm's broker fills "
                 "market, market-on-close, limit, stop, stop-limit and trailing-stop orders"
             )
-        if order.valid is not None:
-            raise UnsupportedOrderError(
-                "orders with an expiry (valid=...) are not supported: orders stay open"
-            )
         symbol = getattr(order.data, "_name", None)
         if symbol not in self.symbols:
             raise UnsupportedOrderError(f"orders must target one of the data feeds {sorted(self.symbols)}")
@@ -173,6 +169,9 @@ class _Recorder:
             "action": "BUY" if size > 0 else "SELL",
             "quantity": _plain(abs(size)),
         }
+        expires = _expiry_ns(order.valid)
+        if expires is not None:
+            wire["expires_at"] = expires
         if kind == "limit":
             wire["order_type"] = "limit"
             wire["limit_price"] = _plain(order.created.price)
@@ -429,6 +428,19 @@ def _confidence(value: Any) -> Any:
         number = float(value)
         return number if math.isfinite(number) else repr(number)
     return repr(value)
+
+
+def _expiry_ns(valid: Any) -> int | None:
+    """Backtrader's ``order.valid`` (a date number once the order exists) as ns since the epoch.
+
+    Rounded to the millisecond so that a ``valid`` equal to a bar's time stays equal after the
+    float round trip (backtrader expires an order only on a bar strictly after it).
+    """
+    if not valid:
+        return None  # backtrader never expires an order whose valid is 0 or None
+    delta = bt.num2date(valid) - _EPOCH
+    ms = round((delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds / 1000)
+    return max(-(2**63), min(2**63 - 1, ms * 1_000_000))
 
 
 def _plain(value: Any) -> Any:

@@ -15,6 +15,8 @@ handled one by one because they are sparse. Fill rules (the honest-fill contract
   reversed after the trigger and closed at or through the limit (backtrader's cases), else it
   waits as a limit;
 * a market-on-close order fills at the close of the bar after the one it was decided on;
+* an order with ``expires_at`` still open on a bar after that time is withdrawn ("expired")
+  before that bar's fills (market orders do not expire);
 * a CANCEL withdraws an open order before the next bar's fills (an order decided on bar t and
   cancelled on bar t never fills);
 * OCO: orders linked with ``oco`` form a group; once one of them fills, is cancelled or is
@@ -85,6 +87,7 @@ class Order:
     trail_amount: float | None = None  # trailing stop: distance from the close, in price
     trail_percent: float | None = None  # ... or as a fraction of the close
     triggered: bool = False  # stop-limit: its stop was reached, it is a limit order now
+    expires_at: int | None = None  # ns: a non-market order is withdrawn on the first bar after it
     active_from: int = 0  # first bar it may fill on (a bracket child: only once its parent filled)
     open: bool = True  # still on the book
     linked: bool = False  # in an OCO group or a bracket: leaving the book settles the others
@@ -386,6 +389,7 @@ class Broker:
             seq,
             trail_amount=decision.trail_amount,
             trail_percent=decision.trail_percent,
+            expires_at=decision.expires_at,
             active_from=bar + 1,
         )
         if parent is not None:
@@ -516,7 +520,11 @@ class Broker:
         equity_now: float | None = None
         ready: list[tuple[Order, float, float]] = []  # (order, delta shares, base price)
         waiting: list[Order] = []
+        expired: list[Order] = []
         for order in self.pending:
+            if order.expires_at is not None and ts_ns > order.expires_at and order.order_type != "market":
+                expired.append(order)  # backtrader's rule: a market order does not expire
+                continue
             i = order.index
             o, h, lo = float(open_l[i]), float(high_l[i]), float(low_l[i])
             if order.active_from > bar or not (o == o and h == h and lo == lo):
@@ -546,6 +554,8 @@ class Broker:
                 delta = target - held[i]
             ready.append((order, delta, base))
         self.pending = waiting
+        for order in expired:
+            self._withdraw(order, ts_ns, "expired", bar)
         ready.sort(key=_buys_last)  # sells first, stable within each group
         execute = self._execute
         for order, delta, base in ready:

@@ -7,7 +7,8 @@ equity + JSON, empty when the agent did nothing and read the same data as on the
 ERROR (JSON), DONE (JSON).
 
 DECISIONS JSON: ``{"decisions": [{symbol, action, quantity | target_shares | target_percent,
-order_type, limit_price, stop_price, confidence, reasoning, inputs, order_ref, parent_ref, oco},
+order_type, limit_price, stop_price, trail_amount | trail_percent, expires_at, confidence,
+reasoning, inputs, order_ref, parent_ref, oco},
 ...], "data_read": {key: {"fields": [...], "lookback": n | null}}}``; ``data_read`` is omitted
 when unchanged since the previous bar; key ``"*"`` means every symbol of the universe, lookback
 null means the whole history so far. A decision may also travel in the compact array form
@@ -20,7 +21,8 @@ Orders have no ids chosen by the agent: the order decided as the ``seq``-th deci
 is known to both sides as :func:`order_ref` ``(t, seq)`` (``"0000012-003"``, the tail of its FMEL
 ``decision_id``). A ``CANCEL`` decision names the open order it withdraws by that ref; an order's
 ``parent_ref`` (bracket child) and ``oco`` (one-cancels-other group) name orders the same way.
-Those two travel only in the object form.
+Those two, ``trail_amount``/``trail_percent`` and ``expires_at`` (integer ns: a non-market order
+still open on a later bar is withdrawn) travel only in the object form.
 
 The parent never unpickles: it parses JSON and checks every field (:func:`check_decision`); a bad
 decision is rejected with a reason, it never reaches the accounting. The child runs the same
@@ -200,6 +202,7 @@ class CheckedDecision:
     oco: str | None = None  # one-cancels-other: joins the group of this open order
     trail_amount: float | None = None  # trailing stop: distance from the close (price units)
     trail_percent: float | None = None  # ... or as a fraction of the close
+    expires_at: int | None = None  # ns since the epoch: withdrawn on the first bar after it
 
     @property
     def is_order(self) -> bool:
@@ -480,7 +483,18 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
     else:  # HOLD carries no order
         order_type, limit_price, stop_price = "market", None, None
         trail_amount = trail_percent = None
-    links: dict[str, str] = {}
+    links: dict[str, Any] = {}
+    if act != "HOLD" and "expires_at" in raw:
+        expires = get("expires_at")
+        if type(expires) is not int or not -(2**63) <= expires < 2**63:
+            return _rejected(
+                sym,
+                act,
+                reasoning,
+                inputs,
+                f"expires_at must be integer nanoseconds since the epoch, got {expires!r}",
+            )
+        links["expires_at"] = expires
     if act != "HOLD":
         for name in ("parent_ref", "oco"):
             ref = get(name)

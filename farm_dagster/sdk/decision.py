@@ -9,6 +9,7 @@ Order types: market (the default), ``limit=`` (fills at the limit or better), ``
 stop triggers when the price trades at or above it, a sell stop at or below: a stop-loss),
 ``stop=`` with ``limit=`` (a stop-limit), ``trail_amount=``/``trail_percent=`` (a trailing
 stop) and ``on_close=True`` (market-on-close: the next bar's close instead of its open);
+``expires=`` withdraws a non-market order still open on a bar after that time;
 ``oco=`` and ``parent=`` link orders, :func:`bracket` builds entry + exits.
 Once the platform has sent an order it knows its ``ref``; ``cancel(order)`` withdraws it while
 it is still open (``ctx.open_orders()`` lists those).
@@ -19,9 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from farm_dagster.engine.protocol import order_ref
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -43,6 +47,7 @@ class Decision:
     oco: Decision | OpenOrder | None = None  # one-cancels-other with this order
     trail_amount: float | None = None  # trailing stop: distance from the close, in price
     trail_percent: float | None = None  # ... or as a fraction of the close
+    expires_at: int | None = None  # ns since the epoch (see ``expires=`` of the helpers)
 
     @property
     def ref(self) -> str | None:
@@ -80,6 +85,8 @@ class Decision:
             out["trail_amount"] = _plain(self.trail_amount)
         if self.trail_percent is not None:
             out["trail_percent"] = _plain(self.trail_percent)
+        if self.expires_at is not None:
+            out["expires_at"] = int(self.expires_at)
         return out
 
     def to_compact(self) -> list[Any] | dict[str, Any]:
@@ -95,6 +102,7 @@ class Decision:
             or self.oco is not None
             or self.trail_amount is not None
             or self.trail_percent is not None
+            or self.expires_at is not None
         ):
             return self.to_wire()  # no array spelling for these: the object form
         q, ts, tp, lp, c, inputs, sp, ref = (
@@ -160,6 +168,7 @@ def buy(
     symbol: str,
     quantity: float,
     *,
+    expires: datetime | int | None = None,
     limit: float | None = None,
     on_close: bool = False,
     stop: float | None = None,
@@ -191,6 +200,7 @@ def buy(
         oco=oco,
         trail_amount=trail_amount,
         trail_percent=trail_percent,
+        expires_at=_expiry(expires),
     )
 
 
@@ -198,6 +208,7 @@ def sell(
     symbol: str,
     quantity: float,
     *,
+    expires: datetime | int | None = None,
     limit: float | None = None,
     on_close: bool = False,
     stop: float | None = None,
@@ -228,6 +239,7 @@ def sell(
         oco=oco,
         trail_amount=trail_amount,
         trail_percent=trail_percent,
+        expires_at=_expiry(expires),
     )
 
 
@@ -235,6 +247,7 @@ def target_shares(
     symbol: str,
     shares: float,
     *,
+    expires: datetime | int | None = None,
     limit: float | None = None,
     on_close: bool = False,
     confidence: float | None = None,
@@ -244,13 +257,26 @@ def target_shares(
     """Trade whatever it takes to hold ``shares`` (0 closes the position); ``on_close=True`` trades
     at the next bar's close instead of its open."""
     order_type = _order_type(limit, None, on_close=on_close)
-    return Decision(symbol, "TARGET", None, shares, None, order_type, limit, confidence, reasoning, inputs)
+    return Decision(
+        symbol,
+        "TARGET",
+        None,
+        shares,
+        None,
+        order_type,
+        limit,
+        confidence,
+        reasoning,
+        inputs,
+        expires_at=_expiry(expires),
+    )
 
 
 def target_percent(
     symbol: str,
     percent: float,
     *,
+    expires: datetime | int | None = None,
     limit: float | None = None,
     on_close: bool = False,
     confidence: float | None = None,
@@ -260,7 +286,19 @@ def target_percent(
     """Hold ``percent`` of equity in ``symbol`` (a fraction: 1.0 = all in, -0.5 = half short);
     ``on_close=True`` trades at the next bar's close instead of its open."""
     order_type = _order_type(limit, None, on_close=on_close)
-    return Decision(symbol, "TARGET", None, None, percent, order_type, limit, confidence, reasoning, inputs)
+    return Decision(
+        symbol,
+        "TARGET",
+        None,
+        None,
+        percent,
+        order_type,
+        limit,
+        confidence,
+        reasoning,
+        inputs,
+        expires_at=_expiry(expires),
+    )
 
 
 def hold(
@@ -342,6 +380,19 @@ def bracket(
     stop_loss = exit_side(symbol, size, stop=stop, parent=entry, reasoning=f"{why}: stop-loss")
     profit = exit_side(symbol, size, limit=take_profit, parent=entry, reasoning=f"{why}: take-profit")
     return [entry, stop_loss, profit]
+
+
+def _expiry(expires: datetime | int | None) -> int | None:
+    """``expires=`` as integer ns since the epoch (a naive datetime is taken as UTC)."""
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        moment = expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)
+        delta = moment - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    if isinstance(expires, int) and not isinstance(expires, bool):
+        return expires
+    raise TypeError(f"expires must be a datetime or integer nanoseconds, got {type(expires).__name__}")
 
 
 def _link_ref(order: Decision | OpenOrder, name: str) -> str:
