@@ -153,6 +153,44 @@ def test_native_brackets_exit_once_after_the_entry_fill() -> None:
         assert times[0] > fills.loc[parent, "timestamp"]  # never on the entry's own bar
 
 
+UPDATES_AGENT = """
+from farm_dagster.sdk import Agent, buy, cancel, hold
+
+
+class Watcher(Agent):
+    \"\"\"Places orders on bars 0 and 2, and writes what ctx.order_updates() told it into its reasoning.\"\"\"
+
+    def on_bar(self, ctx):
+        seen = "; ".join(
+            f"{u.status} {u.ref} {u.side} {u.quantity:g} {u.price:.4f} {u.reason}".strip()
+            for u in ctx.order_updates()
+        )
+        symbol = ctx.symbols[0]
+        if ctx.bar_index == 0:
+            self.limit = buy(symbol, 1, limit=ctx.price(symbol) * 0.5)
+            return [self.limit, buy(symbol, 1, reasoning=seen)]
+        if ctx.bar_index == 1:
+            return cancel(self.limit, reasoning=seen)
+        if ctx.bar_index == 2:
+            return buy(symbol, 1, limit=ctx.price(symbol) * 0.5, expires=int(self.params["expiry"]), reasoning=seen)
+        return hold(symbol, reasoning=seen)
+"""
+
+
+def test_agents_see_fills_cancels_and_expiries_of_their_orders_on_the_next_bar() -> None:
+    panel = synthetic_panel(1, 8, seed=2)
+    settings = BacktestSettings(initial_cash=CASH, params={"expiry": int(panel.timestamps[3])})
+    code = UPDATES_AGENT.replace("class Watcher(Agent):", "class Watcher(Agent):\n    params = {'expiry': 0}")
+    result = run(code, panel, settings, filename="watcher.py")
+    assert result.status == "completed", result.error
+    seen = result.decisions.groupby("decision_point")["reasoning"].last()
+    assert seen[1] == f"filled 0000000-001 BUY 1 {panel.open[1, 0]:.4f}"  # the market order, at bar 1's open
+    assert seen[2] == "cancelled 0000000-000  0 nan cancelled by the agent"
+    assert seen[3] == ""  # the expiring limit is still open on the bar of its expiry time
+    assert seen[4] == "expired 0000002-000  0 nan expired"  # withdrawn on the first bar after it
+    assert (seen[5:] == "").all()
+
+
 def test_costs_reach_the_reported_equity() -> None:
     panel = synthetic_panel(2, 120, seed=5)
     code = (PROJECT_ROOT / "examples" / "ma_crossover.py").read_text()

@@ -288,11 +288,21 @@ def events_json(events: list[Any], times: dict[int, str]) -> str:
 class Broker:
     """Cash, positions, pending orders, fills and round-trip trades of one run."""
 
-    def __init__(self, symbols: Sequence[str], settings: BacktestSettings, *, record: bool = True) -> None:
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        settings: BacktestSettings,
+        *,
+        record: bool = True,
+        track_updates: bool = False,
+    ) -> None:
         self.symbols = tuple(symbols)
         self.settings = settings
         self.costs = settings.costs
         self.record = record  # the child's mirror skips the event/fill bookkeeping
+        # What happened to the agent's orders since it last looked (the mirror's ``ctx.order_updates``):
+        # (order, status, side, quantity, price, reason) tuples, taken by :meth:`take_updates`.
+        self._updates: list[tuple[Any, ...]] | None = [] if track_updates else None
         n = len(self.symbols)
         self.cash = float(settings.initial_cash)
         self.positions = np.zeros(n)
@@ -419,6 +429,9 @@ class Broker:
             self.pending.remove(order)
         if self.record:
             order.events.append(("cancelled", ts_ns, order.order_id, reason))
+        if self._updates is not None:
+            status = "expired" if reason == "expired" else "cancelled"
+            self._updates.append((order, status, "", 0.0, math.nan, reason))
         if order.linked:
             self._settle(order, "cancelled", bar, ts_ns)
 
@@ -468,6 +481,8 @@ class Broker:
             return
         self.pending.remove(target)
         target.open = False
+        if self._updates is not None:
+            self._updates.append((target, "cancelled", "", 0.0, math.nan, "cancelled by the agent"))
         if self.record:
             event = ("cancelled", ts_ns, target.order_id, "cancelled by the agent")
             target.events.append(event)
@@ -671,6 +686,8 @@ class Broker:
             delta = qty
         self.cash -= side * qty * price + commission
         positions[i] = pos + delta
+        if self._updates is not None:
+            self._updates.append((order, "filled", "BUY" if side > 0 else "SELL", qty, price, ""))
         if not self.record:
             return "filled"
         side_text = "BUY" if side > 0 else "SELL"
@@ -703,6 +720,16 @@ class Broker:
     def _event(self, order: Order, ts_ns: int, kind: str, reason: str) -> None:
         if self.record:
             order.events.append((kind, ts_ns, order.order_id, reason))
+        if self._updates is not None:
+            self._updates.append((order, kind, "", 0.0, math.nan, reason))
+
+    def take_updates(self) -> list[tuple[Any, ...]]:
+        """The order updates since the last call (fills, cancels, rejections, expiries), oldest first."""
+        updates = self._updates
+        if not updates:
+            return []
+        self._updates = []
+        return updates
 
     def bucket(self, decision_id: str | None) -> list[Any]:
         """The event list of a decision (created on first use); events are tuples or dicts."""

@@ -90,7 +90,7 @@ def main(channel: Any) -> None:
     settings = BacktestSettings.from_json(config["settings"])
     try:
         agent = load_agent(config["code"], filename, settings.params)
-        broker = Broker(symbols, settings, record=False)
+        broker = Broker(symbols, settings, record=False, track_updates=True)
         # Allocate the announced run once: growing by doubling copies the buffer and holds the old
         # and the new one at the same time, which costs both time and peak memory.
         hint = int(config.get("n_bars_hint") or 1024)
@@ -122,7 +122,7 @@ def _serve(
     index = {s: i for i, s in enumerate(symbols)}
     n_symbols = len(symbols)
     recv, send = channel.recv, channel.send
-    on_bar, take_reads = agent.on_bar, ctx._take_reads
+    on_bar, take_reads, take_updates = agent.on_bar, ctx._take_reads, broker.take_updates
     check, submit = protocol.check_decision, broker.submit
     encode, decode_bar = protocol.encode_decisions, protocol.decode_bar
     bar_type, end_type = protocol.BAR, protocol.END
@@ -139,6 +139,7 @@ def _serve(
         ts_ns, block = decode_bar(payload, n_symbols)
         history.append(ts_ns, block)
         broker.on_bar(bar, ts_ns, block)
+        ctx._updates = take_updates()
         try:
             wire = _wire(on_bar(ctx), bar)
             body: dict[str, Any] = {}

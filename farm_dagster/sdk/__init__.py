@@ -8,6 +8,7 @@ from farm_dagster.sdk.context import Context
 from farm_dagster.sdk.decision import (
     Decision,
     OpenOrder,
+    OrderUpdate,
     bracket,
     buy,
     cancel,
@@ -22,6 +23,7 @@ __all__ = [
     "Context",
     "Decision",
     "OpenOrder",
+    "OrderUpdate",
     "ParamError",
     "bracket",
     "buy",

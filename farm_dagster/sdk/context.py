@@ -14,7 +14,7 @@ import numpy as np
 
 from farm_dagster.engine.protocol import order_ref
 from farm_dagster.sdk import indicators
-from farm_dagster.sdk.decision import OpenOrder
+from farm_dagster.sdk.decision import OpenOrder, OrderUpdate
 
 FIELDS = ("open", "high", "low", "close", "volume")
 _FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
@@ -66,6 +66,7 @@ class Context:
         self._history = history
         self._broker = broker
         self._reads: dict[str, list[Any]] = {}
+        self._updates: list[tuple[Any, ...]] = []  # the broker's order updates for this bar (host-set)
         self._last_reads: tuple[dict[str, list[Any]], dict[str, dict[str, Any]]] = ({}, {})
         self._ema: dict[tuple[int, float], indicators.EmaState] = {}
         self._rsi: dict[tuple[int, int], indicators.RsiState] = {}
@@ -233,6 +234,16 @@ class Context:
     def position_array(self) -> np.ndarray:
         """Shares held for every symbol, aligned with ``ctx.symbols``."""
         return _readonly(self._broker.positions)
+
+    def order_updates(self) -> list[OrderUpdate]:
+        """What happened to your orders since your previous bar, oldest first: fills (at this bar's
+        open, or at the prices their type allows), cancels (yours, OCO or bracket), rejections and
+        expiries. The decision log has the same facts as events."""
+        symbols = self.symbols
+        return [
+            OrderUpdate(order_ref(o.submitted_bar, o.seq), symbols[o.index], status, side, qty, price, reason)
+            for o, status, side, qty, price, reason in self._updates
+        ]
 
     def open_orders(self, symbol: str | None = None) -> list[OpenOrder]:
         """Orders sent on earlier bars and still open (limit/stop orders waiting for their price),

@@ -132,6 +132,19 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """What happened to one of the agent's orders since its previous bar (``ctx.order_updates()``)."""
+
+    ref: str
+    symbol: str
+    status: str  # filled | cancelled | rejected | expired
+    side: str  # BUY | SELL for a fill, "" otherwise
+    quantity: float  # shares filled (0 unless filled)
+    price: float  # fill price (NaN unless filled)
+    reason: str  # why it was cancelled, rejected or expired ("" for a fill)
+
+
+@dataclass(frozen=True, slots=True)
 class OpenOrder:
     """An order still on the book (``ctx.open_orders()``); pass it to :func:`cancel` to withdraw it."""
 
@@ -184,24 +197,7 @@ def buy(
     trades at or above ``stop`` (with ``limit`` too: then only at ``limit`` or better); as a
     trailing stop ``trail_amount``/``trail_percent`` above the close that follows the price down.
     ``parent=``: wait until that order fills (a bracket child); ``oco=``: one-cancels-other."""
-    return Decision(
-        symbol,
-        "BUY",
-        quantity,
-        None,
-        None,
-        _order_type(limit, stop, trail_amount, trail_percent, on_close),
-        limit,
-        confidence,
-        reasoning,
-        inputs,
-        stop,
-        parent=parent,
-        oco=oco,
-        trail_amount=trail_amount,
-        trail_percent=trail_percent,
-        expires_at=_expiry(expires),
-    )
+    return _trade("BUY", symbol, quantity, locals())
 
 
 def sell(
@@ -223,24 +219,7 @@ def sell(
     """Sell ``quantity`` shares (going short needs ``allow_short``); ``stop=`` makes it a stop-loss
     (it sells once the price trades at or below the stop), ``trail_percent=0.05`` a trailing stop 5%
     under the close that rises with the price. Same options as :func:`buy`."""
-    return Decision(
-        symbol,
-        "SELL",
-        quantity,
-        None,
-        None,
-        _order_type(limit, stop, trail_amount, trail_percent, on_close),
-        limit,
-        confidence,
-        reasoning,
-        inputs,
-        stop,
-        parent=parent,
-        oco=oco,
-        trail_amount=trail_amount,
-        trail_percent=trail_percent,
-        expires_at=_expiry(expires),
-    )
+    return _trade("SELL", symbol, quantity, locals())
 
 
 def target_shares(
@@ -380,6 +359,30 @@ def bracket(
     stop_loss = exit_side(symbol, size, stop=stop, parent=entry, reasoning=f"{why}: stop-loss")
     profit = exit_side(symbol, size, limit=take_profit, parent=entry, reasoning=f"{why}: take-profit")
     return [entry, stop_loss, profit]
+
+
+def _trade(action: str, symbol: str, quantity: float, options: dict[str, Any]) -> Decision:
+    """The decision :func:`buy` or :func:`sell` builds from its keyword options."""
+    limit, stop = options["limit"], options["stop"]
+    trail_amount, trail_percent = options["trail_amount"], options["trail_percent"]
+    return Decision(
+        symbol,
+        action,
+        quantity,
+        None,
+        None,
+        _order_type(limit, stop, trail_amount, trail_percent, options["on_close"]),
+        limit,
+        options["confidence"],
+        options["reasoning"],
+        options["inputs"],
+        stop,
+        parent=options["parent"],
+        oco=options["oco"],
+        trail_amount=trail_amount,
+        trail_percent=trail_percent,
+        expires_at=_expiry(options["expires"]),
+    )
 
 
 def _expiry(expires: datetime | int | None) -> int | None:
