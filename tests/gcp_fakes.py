@@ -67,7 +67,8 @@ class _Job:
 
 
 class FakeBigQueryClient:
-    """``bigquery.Client`` surface: create_dataset, create_table, get_table, query, load_table_from_dataframe."""
+    """``bigquery.Client`` surface: create_dataset, create_table, update_table, get_table, query,
+    load_table_from_dataframe."""
 
     def __init__(self, project: str) -> None:
         self.project = project
@@ -105,6 +106,34 @@ class FakeBigQueryClient:
         self.tables[key] = table
         return table
 
+    def update_table(self, table: bigquery.Table, fields: list[str]) -> bigquery.Table:
+        """Schema updates as BigQuery allows them: NULLABLE columns appended, nothing dropped or changed."""
+        key = f"{table.project}.{table.dataset_id}.{table.table_id}"
+        if key not in self.tables:
+            raise gexc.NotFound(f"Not found: Table {key}")
+        if fields != ["schema"]:
+            raise AssertionError(f"the fake updates the schema only, got {fields}")
+        # The stored columns (the caller may have mutated the Table object this fake handed out).
+        old = [
+            row[0]
+            for row in self.con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+                "ORDER BY ordinal_position",
+                [table.dataset_id, table.table_id],
+            ).fetchall()
+        ]
+        new = list(table.schema)
+        if [f.name for f in new[: len(old)]] != old:
+            raise gexc.BadRequest(f"Provided Schema does not match Table {key}: fields may only be appended")
+        for added in new[len(old) :]:
+            if added.mode == "REQUIRED":
+                raise gexc.BadRequest(f"Cannot add REQUIRED field {added.name} to an existing table")
+            self.con.execute(
+                f'ALTER TABLE "{table.dataset_id}"."{table.table_id}" ADD COLUMN "{added.name}" {_DUCK[added.field_type]}'
+            )
+        self.tables[key] = table
+        return table
+
     def get_table(self, table: str) -> bigquery.Table:
         if table not in self.tables:
             raise gexc.NotFound(f"Not found: Table {table}")
@@ -136,7 +165,10 @@ class FakeBigQueryClient:
                 f"the fake implements WRITE_APPEND and WRITE_TRUNCATE, got {config.write_disposition}"
             )
         table = self.tables[destination]
-        if config.schema is not None and [f.name for f in config.schema] != [f.name for f in table.schema]:
+        # Parquet loads match columns by name: the job's schema must name the table's columns.
+        if config.schema is not None and sorted(f.name for f in config.schema) != sorted(
+            f.name for f in table.schema
+        ):
             return _Job(gexc.BadRequest(f"schema of the load does not match {destination}"))
         self.con.register("_incoming", dataframe)
         try:

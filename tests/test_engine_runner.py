@@ -93,6 +93,7 @@ def test_stop_losses_fill_by_the_stop_rule_and_cancels_are_logged() -> None:
         events = json.loads(row.events)
         assert events[0]["type"] == "submitted"
         stop, i = events[0]["stop_price"], panel.symbols.index(row.symbol)
+        assert row.stop_price == stop  # the FMEL column and the event agree
         fills = [e for e in events if e["type"] == "filled"]
         gone = [e for e in events if e["type"] in ("filled", "cancelled")]
         end = panel.n_bars if not gone else panel.index.get_loc(pd.Timestamp(gone[0]["time"]))
@@ -189,6 +190,37 @@ def test_agents_see_fills_cancels_and_expiries_of_their_orders_on_the_next_bar()
     assert seen[3] == ""  # the expiring limit is still open on the bar of its expiry time
     assert seen[4] == "expired 0000002-000  0 nan expired"  # withdrawn on the first bar after it
     assert (seen[5:] == "").all()
+
+
+TRAILING_AGENT = """
+from farm_dagster.sdk import Agent, buy, sell
+
+
+class Trailing(Agent):
+    def on_bar(self, ctx):
+        symbol = ctx.symbols[0]
+        if ctx.bar_index == 0:
+            return buy(symbol, 10)
+        if ctx.bar_index == 1:
+            return sell(symbol, 10, trail_percent=0.03, reasoning="trail 3%")
+        return None
+"""
+
+
+def test_native_trailing_stop_starts_from_the_close_and_follows_the_closes_up() -> None:
+    panel = synthetic_panel(1, 300, seed=9)
+    result = run(TRAILING_AGENT, panel, filename="trailing.py")
+    assert result.status == "completed", result.error
+    row = result.decisions[result.decisions["reasoning"] == "trail 3%"].iloc[0]
+    close = panel.close[:, 0]
+    assert row["stop_price"] == pytest.approx(close[1] * 0.97, rel=1e-12)  # logged: where it started
+    stop, t = close[1] * 0.97, 2
+    while panel.low[t, 0] > stop:  # replay: each bar it survives moves the stop up to 97% of the close
+        stop = max(stop, close[t] * 0.97)
+        t += 1
+    (exit_fill,) = result.fills[result.fills["side"] == "SELL"].itertuples()
+    assert exit_fill.timestamp == panel.index[t]
+    assert exit_fill.price == pytest.approx(min(panel.open[t, 0], stop), rel=1e-12)
 
 
 def test_costs_reach_the_reported_equity() -> None:

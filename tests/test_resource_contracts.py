@@ -111,6 +111,22 @@ def test_warehouse_round_trip(any_warehouse: Warehouse) -> None:
     pd.testing.assert_frame_equal(_canon(got), _canon(frame), check_dtype=False)
 
 
+def test_warehouse_adds_the_columns_a_newer_spec_declares(any_warehouse: Warehouse) -> None:
+    """A table an older release created keeps taking writes after its spec gains a column."""
+    old_spec = TableSpec(name="contract.evolving", columns=EVENTS.columns[:4], partition_by="ts")
+    new_spec = TableSpec(
+        name="contract.evolving", columns=(*EVENTS.columns[:4], ("note", STRING)), partition_by="ts"
+    )
+    old_rows = _events("a", "r1", [1.0, 2.0])[["agent_id", "run_id", "ts", "value"]]
+    assert any_warehouse.write(old_spec, old_rows) == 2
+    new_rows = _events("b", "r2", [3.0])[["agent_id", "run_id", "ts", "value"]].assign(note="added")
+    assert any_warehouse.write(new_spec, new_rows) == 1
+    got = _canon(any_warehouse.read(new_spec))
+    assert list(got.columns) == new_spec.column_names
+    assert got["value"].tolist() == [1.0, 2.0, 3.0]
+    assert got["note"].isna().tolist() == [True, True, False] and got["note"].iloc[2] == "added"
+
+
 def test_warehouse_write_requires_every_column(any_warehouse: Warehouse) -> None:
     with pytest.raises(ValueError, match="payload"):
         any_warehouse.write(EVENTS, _events("a", "r1", [1.0]).drop(columns=["payload"]))

@@ -199,6 +199,8 @@ class _Run:
                 if order is None:  # refused by the book (a bracket child whose parent is not open)
                     queue((item, broker.bucket(did), False))
                 else:
+                    if d.order_type == "trailing_stop":
+                        d.stop_price = order.stop_price  # FMEL logs the level it starts from
                     queue((item, order.events, True))
             logged.append(item)
         return logged

@@ -233,7 +233,15 @@ class DecisionLog:
         reasoning = np.full(n_rows, "", dtype=object)
         inputs = np.full(n_rows, "{}", dtype=object)
         event_col = np.full(n_rows, "[]", dtype=object)
-        float_names = ("quantity", "price", "limit_price", "target_shares", "target_percent", "confidence")
+        float_names = (
+            "quantity",
+            "price",
+            "limit_price",
+            "stop_price",
+            "target_shares",
+            "target_percent",
+            "confidence",
+        )
         floats = {name: np.full(n_rows, np.nan) for name in float_names}
         # Silent bars: one HOLD row each, with sequence number 0.
         silent = np.ones(n_bars, dtype=bool)
@@ -265,7 +273,15 @@ class DecisionLog:
             ],
         }
         values = [
-            (item.quantity, item.price, d.limit_price, d.target_shares, d.target_percent, d.confidence)
+            (
+                item.quantity,
+                item.price,
+                d.limit_price,
+                d.stop_price,
+                d.target_shares,
+                d.target_percent,
+                d.confidence,
+            )
             for item, d in zip(flat, checked, strict=True)
         ]
         if where:
@@ -305,6 +321,7 @@ class DecisionLog:
             "price": floats["price"],
             "order_type": order_type,
             "limit_price": floats["limit_price"],
+            "stop_price": floats["stop_price"],
             "target_shares": floats["target_shares"],
             "target_percent": floats["target_percent"],
             "confidence": floats["confidence"],

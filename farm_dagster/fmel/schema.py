@@ -21,6 +21,7 @@ FMEL_DECISIONS = register(
             ("price", FLOAT),  # the symbol's close the agent saw
             ("order_type", STRING),
             ("limit_price", FLOAT),
+            ("stop_price", FLOAT),  # stop, stop-limit and trailing stops (a trailing stop's starting level)
             ("target_shares", FLOAT),
             ("target_percent", FLOAT),
             ("confidence", FLOAT),

@@ -50,7 +50,7 @@ class BigQueryWarehouse(Warehouse):
     location: str = Field("US", description="BigQuery location of datasets and jobs")
 
     _client: Any = PrivateAttr(default=None)
-    _ensured: set[str] = PrivateAttr(default_factory=set)
+    _ensured: set[tuple[str, tuple[str, ...]]] = PrivateAttr(default_factory=set)  # (table, its columns)
 
     def with_client(self, client: Any) -> BigQueryWarehouse:
         """Use the given ``bigquery.Client`` (tests inject a fake of the same surface)."""
@@ -86,13 +86,18 @@ class BigQueryWarehouse(Warehouse):
         return table
 
     def ensure_table(self, spec: TableSpec) -> None:
-        if spec.name in self._ensured:
+        if (spec.name, tuple(spec.column_names)) in self._ensured:
             return
         dataset = bigquery.Dataset(self.dataset_id(spec.schema))
         dataset.location = self.location
         self.client.create_dataset(dataset, exists_ok=True)
-        self.client.create_table(self.table_definition(spec), exists_ok=True)
-        self._ensured.add(spec.name)
+        table = self.client.create_table(self.table_definition(spec), exists_ok=True)
+        present = {field.name for field in table.schema}
+        missing = [field for field in bq_schema(spec) if field.name not in present]
+        if missing:  # an older release created it: add the new columns (NULLABLE, appended)
+            table.schema = [*table.schema, *missing]
+            self.client.update_table(table, ["schema"])
+        self._ensured.add((spec.name, tuple(spec.column_names)))
 
     def write(
         self,

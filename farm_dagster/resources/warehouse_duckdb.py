@@ -71,9 +71,26 @@ class DuckDBWarehouse(Warehouse):
 
     @staticmethod
     def _ensure(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
+        """Create the table, or add the columns a newer spec declares (additive changes only).
+
+        Why: a data home outlives a release; a table created by an older version must keep
+        accepting writes once its spec gains a column (old rows read NULL there).
+        """
         cols = ", ".join(f'"{name}" {_DUCK_TYPES[kind]}' for name, kind in spec.columns)
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{spec.schema}"')
         con.execute(f'CREATE TABLE IF NOT EXISTS "{spec.schema}"."{spec.table}" ({cols})')
+        present = {
+            row[0]
+            for row in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+                [spec.schema, spec.table],
+            ).fetchall()
+        }
+        for name, kind in spec.columns:
+            if name not in present:
+                con.execute(
+                    f'ALTER TABLE "{spec.schema}"."{spec.table}" ADD COLUMN "{name}" {_DUCK_TYPES[kind]}'
+                )
 
     def write(
         self,
