@@ -356,8 +356,7 @@ STOPPER = """import backtrader as bt
 class Agent(bt.Strategy):
     def next(self):
         if len(self) == 10:
-            self.sell(size=1, exectype=bt.Order.StopTrailLimit, price=self.data.close[0] * 0.9,
-                      plimit=self.data.close[0] * 0.85, trailpercent=0.05)
+            self.sell(size=1, exectype=bt.Order.StopTrail)  # a trail without a distance
 """
 
 
@@ -367,7 +366,7 @@ def test_unsupported_order_type_is_a_clear_error(aapl: BarPanel) -> None:
 
     assert result.status == "failed"
     assert result.error.error_type == "UnsupportedOrderError"
-    assert "StopTrailLimit orders are not supported" in result.error.message
+    assert "a StopTrail order needs trailamount or trailpercent" in result.error.message
     assert result.error.line == _line_of(STOPPER, "self.sell(")
     assert result.fills.empty
 
@@ -521,6 +520,13 @@ class Agent(bt.Strategy):
 """
 
 
+TRAILING_LIMIT = TRAILING.replace(
+    "exectype=bt.Order.StopTrail, trailpercent=0.04)",
+    "exectype=bt.Order.StopTrailLimit, trailamount=0.05, price=self.data.close[0] * 0.97,\n"
+    "                                   plimit=self.data.close[0] * 0.96)",
+)
+
+
 STOP_LIMITS = """import backtrader as bt
 
 
@@ -619,11 +625,12 @@ class Agent(bt.Strategy):
         (STOP_LIMITS, "stop_limits.py"),
         (ON_CLOSE, "on_close.py"),
         (EXPIRING, "expiring.py"),
+        (TRAILING_LIMIT, "trailing_limit.py"),
     ],
 )
 def test_trailing_and_stop_limit_orders_match_plain_backtrader(aapl: BarPanel, code: str, name: str) -> None:
-    """StopTrail, StopLimit (its intrabar rules included), Close and expiring orders fill where backtrader
-    fills them."""
+    """StopTrail, StopLimit (its intrabar rules included), StopTrailLimit, Close and expiring orders
+    fill where backtrader fills them."""
     cerebro, rec = plain_backtrader(code, aapl)
     result = run_ours(code, aapl, filename=name)
 

@@ -150,6 +150,31 @@ def test_trailing_stop_follows_the_close_and_fills_where_a_stop_would() -> None:
     assert broker.event_log["d1-0"][0]["trail_amount"] == 5.0
 
 
+def test_trailing_stop_limit_moves_its_limit_with_the_stop_until_triggered() -> None:
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=10)
+    broker.on_bar(1, DAY, bar(100, 100, 100, 100))
+    decide(
+        broker,
+        1,
+        action="SELL",
+        quantity=10,
+        order_type="trailing_stop_limit",
+        stop_price=95,
+        limit_price=94,
+        trail_amount=5.0,
+    )
+    broker.on_bar(2, 2 * DAY, bar(101, 111, 100, 110))  # not reached: stop 105, limit keeps 1 below
+    order = broker.pending[0]
+    assert (order.stop_price, order.limit_price) == (105, 104)
+    broker.on_bar(3, 3 * DAY, bar(103, 103.5, 102, 103))  # opens under the stop: a limit at 104, unfilled
+    assert order.triggered and not broker.fills[1:] and (order.stop_price, order.limit_price) == (105, 104)
+    broker.on_bar(4, 4 * DAY, bar(103, 109, 102, 108))  # triggered: no more trailing; trades up to 104
+    assert (order.stop_price, order.limit_price) == (105, 104)
+    assert broker.fills[-1].price == 104 and broker.positions[0] == 0
+
+
 def test_market_on_close_fills_at_the_next_bars_close() -> None:
     broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
     broker.on_bar(0, 0, bar(100, 101, 99, 100.5))

@@ -43,6 +43,7 @@ _SUPPORTED = {
     bt.Order.Stop: "stop",
     bt.Order.StopLimit: "stop_limit",
     bt.Order.StopTrail: "trailing_stop",
+    bt.Order.StopTrailLimit: "trailing_stop_limit",
     bt.Order.Close: "market_on_close",
 }
 
@@ -51,7 +52,7 @@ Send = Callable[[bytes], None]
 
 
 class UnsupportedOrderError(ValueError):
-    """An order the trusted broker cannot replay (a trailing stop-limit)."""
+    """An order the trusted broker cannot replay (``Historical``, a trail without a distance)."""
 
 
 class _BarStream:
@@ -158,7 +159,7 @@ class _Recorder:
         if kind is None:
             raise UnsupportedOrderError(
                 f"{bt.Order.ExecTypes[order.exectype]} orders are not supported: The Farm's broker fills "
-                "market, market-on-close, limit, stop, stop-limit and trailing-stop orders"
+                "market, market-on-close, limit, stop, stop-limit, trailing-stop and trailing stop-limit orders"
             )
         symbol = getattr(order.data, "_name", None)
         if symbol not in self.symbols:
@@ -180,15 +181,17 @@ class _Recorder:
         elif kind != "market":  # stop, stop_limit, trailing_stop: backtrader's created.price is the stop
             wire["order_type"] = kind
             wire["stop_price"] = _plain(order.created.price)
-            if kind == "stop_limit":
+            if kind == "stop_limit" or kind == "trailing_stop_limit":
                 wire["limit_price"] = _plain(order.created.pricelimit)
-            elif kind == "trailing_stop":
+            if kind == "trailing_stop" or kind == "trailing_stop_limit":
                 if order.trailamount:
                     wire["trail_amount"] = _plain(order.trailamount)
                 elif order.trailpercent:
                     wire["trail_percent"] = _plain(order.trailpercent)
                 else:
-                    raise UnsupportedOrderError("a StopTrail order needs trailamount or trailpercent")
+                    raise UnsupportedOrderError(
+                        f"a {bt.Order.ExecTypes[order.exectype]} order needs trailamount or trailpercent"
+                    )
         if oco_leader is not None:
             self.oco_leaders[order.ref] = oco_leader
         self.pending.append((order, wire))

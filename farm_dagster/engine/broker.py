@@ -10,7 +10,8 @@ handled one by one because they are sparse. Fill rules (the honest-fill contract
   (a gap), else at the stop; a sell stop symmetrically (backtrader's rule, so a backtrader
   agent's stop-loss fills where its own broker fills it); a trailing stop likewise, its stop
   moved toward each close it did not fill on (never away);
-* a stop-limit turns into a limit order once its stop is reached; on the bar that reaches it
+* a stop-limit turns into a limit order once its stop is reached (a trailing stop-limit moves its
+  stop like a trailing stop, its limit at the same distance, until then); on the bar that reaches it
   intrabar it fills at the stop if the limit is beyond the stop, or at the limit when the bar
   reversed after the trigger and closed at or through the limit (backtrader's cases), else it
   waits as a limit;
@@ -87,6 +88,7 @@ class Order:
     trail_amount: float | None = None  # trailing stop: distance from the close, in price
     trail_percent: float | None = None  # ... or as a fraction of the close
     triggered: bool = False  # stop-limit: its stop was reached, it is a limit order now
+    limit_offset: float | None = None  # trailing stop-limit: stop minus limit, kept as the stop moves
     expires_at: int | None = None  # ns: a non-market order is withdrawn on the first bar after it
     active_from: int = 0  # first bar it may fill on (a bracket child: only once its parent filled)
     open: bool = True  # still on the book
@@ -402,6 +404,8 @@ class Broker:
             expires_at=decision.expires_at,
             active_from=bar + 1,
         )
+        if decision.order_type == "trailing_stop_limit":
+            order.limit_offset = stop_price - decision.limit_price  # type: ignore[operator]
         if parent is not None:
             order.parent, order.linked, order.active_from = parent, True, _NEVER
             if parent.children is None:
@@ -603,28 +607,13 @@ class Broker:
             if base is None and kind == "trailing_stop":
                 self._trail(order, c)
             return base
-        limit: float = order.limit_price  # type: ignore[assignment]  # stop_limit
-        if order.triggered:
-            return _limit_base(buying, limit, o, h, lo)
-        if buying:
-            if o >= stop:  # triggered by the open: a limit order from here on
-                order.triggered = True
-                return _limit_base(True, limit, o, h, lo)
-            if h < stop:
-                return None
-            order.triggered = True  # triggered during the bar
-            if limit >= stop:
-                return stop
-            return limit if o > c and limit >= c else None
-        if o <= stop:
-            order.triggered = True
-            return _limit_base(False, limit, o, h, lo)
-        if lo > stop:
-            return None
-        order.triggered = True
-        if limit <= stop:
-            return stop
-        return limit if o <= c and limit <= c else None
+        if kind == "trailing_stop_limit":
+            was_triggered = order.triggered
+            base = _stop_limit_base(order, buying, stop, o, h, lo, c)
+            if base is None and not was_triggered:  # backtrader trails it until it has triggered
+                self._trail(order, c)
+            return base
+        return _stop_limit_base(order, buying, stop, o, h, lo, c)
 
     @staticmethod
     def _trail(order: Order, close: float) -> None:
@@ -634,6 +623,8 @@ class Broker:
             order.stop_price = min(order.stop_price, close + amount)  # type: ignore[type-var]
         else:
             order.stop_price = max(order.stop_price, close - amount)  # type: ignore[type-var]
+        if order.limit_offset is not None:  # a trailing stop-limit: its limit keeps its distance
+            order.limit_price = order.stop_price - order.limit_offset  # type: ignore[operator]
 
     def _direction(self, order: Order) -> int:
         if order.action == "BUY":
@@ -841,6 +832,36 @@ class Broker:
             marked.pnl = trade.pnl + direction * held * (float(self.last_price[i]) - trade.entry_price)
             out.append(marked)
         return out
+
+
+def _stop_limit_base(
+    order: Order, buying: bool, stop: float, o: float, h: float, lo: float, c: float
+) -> float | None:
+    """A stop-limit on this bar (backtrader's ``_try_exec_stoplimit``): a limit order once its stop
+    has been reached; on the bar that reaches it during the session, filled at the stop when the
+    limit is beyond it, or at the limit when the bar reversed and closed through it."""
+    limit: float = order.limit_price  # type: ignore[assignment]
+    if order.triggered:
+        return _limit_base(buying, limit, o, h, lo)
+    if buying:
+        if o >= stop:  # triggered by the open: a limit order from here on
+            order.triggered = True
+            return _limit_base(True, limit, o, h, lo)
+        if h < stop:
+            return None
+        order.triggered = True  # triggered during the bar
+        if limit >= stop:
+            return stop
+        return limit if o > c and limit >= c else None
+    if o <= stop:
+        order.triggered = True
+        return _limit_base(False, limit, o, h, lo)
+    if lo > stop:
+        return None
+    order.triggered = True
+    if limit <= stop:
+        return stop
+    return limit if o <= c and limit <= c else None
 
 
 def _limit_base(buying: bool, limit: float, o: float, h: float, lo: float) -> float | None:

@@ -59,8 +59,16 @@ _TS = struct.Struct("<q")
 _EQUITY = struct.Struct("<d")
 
 ACTIONS = ("BUY", "SELL", "HOLD", "TARGET", "CANCEL")
-ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop", "market_on_close")
-STOP_TYPES = ("stop", "stop_limit", "trailing_stop")
+ORDER_TYPES = (
+    "market",
+    "limit",
+    "stop",
+    "stop_limit",
+    "trailing_stop",
+    "trailing_stop_limit",
+    "market_on_close",
+)
+STOP_TYPES = ("stop", "stop_limit", "trailing_stop", "trailing_stop_limit")
 MAX_REASONING = 4000
 MAX_INPUTS = 64
 MAX_TARGET_PERCENT = 10.0
@@ -415,7 +423,7 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
                 inputs,
                 f"{order_type} order needs a positive stop_price, got {raw_stop!r}",
             )
-        if order_type == "stop_limit":
+        if order_type == "stop_limit" or order_type == "trailing_stop_limit":
             limit_price = _number(get("limit_price"))
             if limit_price is None or limit_price <= 0:
                 return _rejected(
@@ -423,9 +431,9 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
                     act,
                     reasoning,
                     inputs,
-                    f"stop_limit order needs a positive limit_price, got {get('limit_price')!r}",
+                    f"{order_type} order needs a positive limit_price, got {get('limit_price')!r}",
                 )
-        elif order_type == "trailing_stop":
+        if order_type == "trailing_stop" or order_type == "trailing_stop_limit":
             trail_amount, trail_percent = _number(get("trail_amount")), _number(get("trail_percent"))
             amount_ok = trail_amount is not None and trail_amount > 0
             percent_ok = trail_percent is not None and 0 < trail_percent < 1
@@ -435,7 +443,7 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
                     act,
                     reasoning,
                     inputs,
-                    "trailing_stop needs exactly one of trail_amount (> 0) or trail_percent (in (0, 1)), "
+                    f"{order_type} needs exactly one of trail_amount (> 0) or trail_percent (in (0, 1)), "
                     f"got {get('trail_amount')!r} / {get('trail_percent')!r}",
                 )
     elif order_type != "market" and order_type != "market_on_close":
