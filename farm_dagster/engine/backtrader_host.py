@@ -7,9 +7,11 @@ A ``class Agent(bt.Strategy)`` file runs in a real backtrader ``Cerebro`` in the
   parent channel. It asks for bar t+1 only after it has sent the decisions of bar t, and the parent
   sends bar t+1 only after it has received them: no future bar exists in this process.
 * Honest results: every order the agent hands to backtrader's broker is translated into a protocol
-  decision (symbol, BUY/SELL, shares after the sizer, market/limit) and replayed by the parent's
-  trusted broker, which alone produces the reported fills, trades and equity. Backtrader's broker
-  here is the agent's mirror view (``self.position``, ``self.broker.getcash()``).
+  decision (symbol, BUY/SELL, shares after the sizer, order type and prices, expiry, OCO and
+  bracket links; a cancel becomes a CANCEL) and replayed by the parent's trusted broker, which
+  alone produces the reported fills, trades and equity. Backtrader's broker here is the agent's
+  mirror view (``self.position``, ``self.broker.getcash()``); the trusted broker applies
+  backtrader's own fill rules, so the two agree bar by bar.
 * FMEL: an analyzer closes each bar; every ``next()`` call becomes decisions carrying
   ``self.fmel_confidence`` / ``self.fmel_reasoning`` and the strategy's indicator values as inputs
   (a HOLD when it placed no order). Order types the trusted broker cannot replay fail loudly at the
@@ -138,9 +140,8 @@ class _Recorder:
     def __init__(self, symbols: tuple[str, ...]) -> None:
         self.symbols = {s: i for i, s in enumerate(symbols)}
         self.default_symbol = symbols[0]
-        self.pending: list[
-            tuple[bt.Order | None, dict[str, Any]]
-        ] = []  # since the last bar end (None: a CANCEL)
+        # Orders placed since the last bar end, with their wire form; a CANCEL has no order of its own.
+        self.pending: list[tuple[bt.Order | None, dict[str, Any]]] = []
         self.decisions: list[dict[str, Any]] = []  # finished decisions of the current bar
         self.inputs: list[tuple[str, Any]] = []  # (name, line) of the strategy's indicators
         self.data_read_sent = False
