@@ -28,6 +28,19 @@ from farm_dagster.engine.protocol import order_ref
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# Optional numeric fields of a decision, in wire order (NaN/inf become null, see ``_plain``).
+_NUMBER_FIELDS = (
+    "quantity",
+    "target_shares",
+    "target_percent",
+    "limit_price",
+    "stop_price",
+    "trail_amount",
+    "trail_percent",
+    "confidence",
+)
+
+
 @dataclass(slots=True)
 class Decision:
     symbol: str
@@ -57,34 +70,22 @@ class Decision:
     def to_wire(self) -> dict[str, Any]:
         """The JSON form; empty fields are left out (keeps per-bar replies small)."""
         out: dict[str, Any] = {"symbol": self.symbol, "action": self.action}
-        if self.quantity is not None:
-            out["quantity"] = _plain(self.quantity)
-        if self.target_shares is not None:
-            out["target_shares"] = _plain(self.target_shares)
-        if self.target_percent is not None:
-            out["target_percent"] = _plain(self.target_percent)
-        if self.limit_price is not None:
-            out["limit_price"] = _plain(self.limit_price)
-        if self.confidence is not None:
-            out["confidence"] = _plain(self.confidence)
+        for name in _NUMBER_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = _plain(value)
         if self.order_type != "market":
             out["order_type"] = self.order_type
         if self.reasoning:
             out["reasoning"] = str(self.reasoning)
         if self.inputs:
             out["inputs"] = {str(k): _plain(v) for k, v in self.inputs.items()}
-        if self.stop_price is not None:
-            out["stop_price"] = _plain(self.stop_price)
         if self.order_ref is not None:
             out["order_ref"] = str(self.order_ref)
         if self.parent is not None:
             out["parent_ref"] = _link_ref(self.parent, "parent")
         if self.oco is not None:
             out["oco"] = _link_ref(self.oco, "oco")
-        if self.trail_amount is not None:
-            out["trail_amount"] = _plain(self.trail_amount)
-        if self.trail_percent is not None:
-            out["trail_percent"] = _plain(self.trail_percent)
         if self.expires_at is not None:
             out["expires_at"] = int(self.expires_at)
         return out
