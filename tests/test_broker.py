@@ -196,6 +196,9 @@ def test_expiring_orders_are_withdrawn_after_their_time_and_market_orders_never_
     broker.on_bar(2, 2 * DAY, bar(89, 90, 79, 85))  # would fill both limits, but the first expired
     assert [f.quantity for f in broker.fills] == [2] and not broker.open_orders()
     assert broker.event_log["d0-0"][-1]["reason"] == "expired"
+    assert (
+        broker.event_log["d0-0"][0]["expires_at"] == "1970-01-02T00:00:00Z"
+    )  # the submitted event says when
     assert broker.event_log["d0-1"][-1]["reason"] == "OCO: order 1 cancelled"  # its group went with it
 
 

@@ -56,8 +56,15 @@ _EPS = 1e-9
 
 
 def iso(ts_ns: int) -> str:
-    """ISO-8601 UTC text of a bar time (second precision, the FMEL event time)."""
-    return datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """ISO-8601 UTC text of a bar time (second precision, the FMEL event time).
+
+    Any int64 is accepted: an agent's order expiry may lie outside what ``datetime`` can print.
+    """
+    seconds = ts_ns // 1_000_000_000
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return "0001-01-01T00:00:00Z" if seconds < 0 else "9999-12-31T23:59:59Z"
 
 
 def iso_many(ts_ns: Iterable[int]) -> dict[int, str]:
@@ -135,19 +142,21 @@ class Trade:
 
 # Events are kept as tuples ``(type, ts_ns, *fields)`` while the run goes (a dict and a time text
 # per event cost more than the accounting) and become FMEL's JSON objects once, at the end.
+# Optional fields of a "submitted" event, in tuple order: parent/oco are the order ids it is
+# linked to, expires_at the ISO time after which it is withdrawn.
+_SUBMITTED_OPTIONAL = (
+    "limit_price",
+    "stop_price",
+    "parent_order_id",
+    "oco_order_id",
+    "trail_amount",
+    "trail_percent",
+    "expires_at",
+)
+_NO_OPTIONAL = (None,) * len(_SUBMITTED_OPTIONAL)
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
-    # "" = the size field, named in the tuple; parent/oco: the order ids it is linked to
-    "submitted": (
-        "order_id",
-        "",
-        "order_type",
-        "limit_price",
-        "stop_price",
-        "parent_order_id",
-        "oco_order_id",
-        "trail_amount",
-        "trail_percent",
-    ),
+    # "" = the size field, named in the tuple; then the optional fields (None = absent)
+    "submitted": ("order_id", "", "order_type", *_SUBMITTED_OPTIONAL),
     "cancelled": ("order_id", "reason"),
     "rejected": ("order_id", "reason"),
     "rejected_decision": ("reason",),  # a decision that failed the field checks (no order)
@@ -165,21 +174,11 @@ def event_dict(event: Any, time: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "rejected" if kind == "rejected_decision" else kind}
     out["time"] = time if time is not None else iso(ts_ns)
     if kind == "submitted":
-        _, _, order_id, size_name, size, order_type, limit_price, stop_price, parent_id, oco_id, *trail = (
-            event
-        )
+        _, _, order_id, size_name, size, order_type, *optional = event
         out["order_id"] = order_id
         out[size_name] = size
         out["order_type"] = order_type
-        if limit_price is not None:
-            out["limit_price"] = limit_price
-        if stop_price is not None:
-            out["stop_price"] = stop_price
-        if parent_id is not None:
-            out["parent_order_id"] = parent_id
-        if oco_id is not None:
-            out["oco_order_id"] = oco_id
-        for name, value in zip(("trail_amount", "trail_percent"), trail, strict=True):
+        for name, value in zip(_SUBMITTED_OPTIONAL, optional, strict=True):
             if value is not None:
                 out[name] = value
         return out
@@ -225,28 +224,10 @@ def event_json(event: Any, time: str) -> str:
                     f'"quantity":{qty!r},"side":"{side}","commission":{commission!r}}}'
                 )
         elif kind == "submitted":
-            (
-                _,
-                _,
-                order_id,
-                size_name,
-                size,
-                order_type,
-                limit_price,
-                stop_price,
-                parent_id,
-                oco_id,
-                ta,
-                tp,
-            ) = event
+            _, _, order_id, size_name, size, order_type = event[:6]
             if (
-                ta is None
-                and tp is None
-                and limit_price is None
-                and stop_price is None
-                and parent_id is None
-                and oco_id is None
-                and order_type == "market"
+                order_type == "market"
+                and event[6:] == _NO_OPTIONAL
                 and type(order_id) is int
                 and type(size) is float
                 and size - size == 0.0
@@ -381,6 +362,7 @@ class Broker:
                     None if oco_with is None else oco_with.order_id,
                     decision.trail_amount,
                     decision.trail_percent,
+                    None if decision.expires_at is None else iso(decision.expires_at),
                 )
             )
         else:
