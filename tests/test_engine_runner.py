@@ -22,6 +22,7 @@ EXAMPLES = [
     "momentum_rotation.py",
     "buy_and_hold.py",
     "trend_stop_loss.py",
+    "breakout_bracket.py",
 ]
 CASH = 100_000.0
 
@@ -64,15 +65,17 @@ def test_examples_complete_with_consistent_trusted_accounting(example: str) -> N
     marked = (result.positions.to_numpy() * np.nan_to_num(panel.close)).sum(axis=1)
     np.testing.assert_allclose(result.equity["equity"], result.equity["cash"] + marked, rtol=1e-12)
     np.testing.assert_allclose(result.equity["cash"], replay_cash(result, CASH), rtol=1e-12, atol=1e-6)
-    # no costs: a market order fills exactly at the open of its bar, a stop at the open or its stop;
-    # every fill on a bar after its decision
+    # No costs: a market order fills exactly at the open of its bar, a stop or a limit at the open
+    # or its own price; every fill lands on a bar after its decision.
     opens = panel.frame("open")
     decisions = result.decisions.set_index("decision_id")
     for fill in result.fills.itertuples():
         decision = decisions.loc[fill.decision_id]
         expected = opens.at[fill.timestamp, fill.symbol]
-        if decision["order_type"] == "stop":
-            expected = min(expected, json.loads(decision["events"])[0]["stop_price"])  # sell stops here
+        if decision["order_type"] == "stop":  # the examples' stops are sell stops
+            expected = min(expected, decision["stop_price"])
+        elif decision["order_type"] == "limit":  # ... and their limits sell (take-profit)
+            expected = max(expected, decision["limit_price"])
         assert fill.price == expected
         assert fill.timestamp > decision["timestamp"]
     assert result.metrics["total_return"] == pytest.approx(result.equity["equity"].iloc[-1] / CASH - 1)

@@ -42,6 +42,7 @@ EXAMPLES = [
     "momentum_rotation.py",
     "buy_and_hold.py",
     "trend_stop_loss.py",
+    "breakout_bracket.py",
 ]
 CASH = 100_000.0
 SETTINGS = BacktestSettings(
