@@ -10,6 +10,7 @@ two processes overlap.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -28,8 +29,9 @@ from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.identity import code_hash as _code_hash
 from farm_dagster.engine.identity import result_id as _result_id
 from farm_dagster.engine.identity import settings_hash as _settings_hash
+from farm_dagster.engine.protocol import CheckedDecision
 from farm_dagster.engine.result import AgentError, BacktestResult
-from farm_dagster.fmel.rows import DecisionLog, LoggedDecision, decision_prefix, empty_frame
+from farm_dagster.fmel.rows import DecisionLog, decision_prefix, empty_frame
 from farm_dagster.market_data.panel import BarPanel
 from farm_dagster.sandbox.limits import SandboxLimits
 from farm_dagster.sandbox.process import SandboxCrashed, SandboxProcess, SandboxTimeout
@@ -109,7 +111,8 @@ class _Run:
         self._data_read = "{}"
         self._timestamps = panel.timestamps.tolist()  # Python ints: read once per bar
         # Decisions whose FMEL texts are still to render: (logged, its events, wait for its order).
-        self._to_render: deque[tuple[LoggedDecision, list[Any] | None, bool]] = deque()
+        # (row in the log, decision, its events, wait for its order to leave the book).
+        self._to_render: deque[tuple[int, CheckedDecision, list[Any] | None, bool]] = deque()
         self._times: dict[int, str] | None = None  # bar time -> FMEL event time text
 
     def on_bar(self, t: int, block: np.ndarray) -> None:
@@ -143,18 +146,13 @@ class _Run:
         else:
             raw_decisions = None
         ts_ns = self._timestamps[t]
-        self.log.add_bar(
-            t,
-            ts_ns,
-            cash=broker.cash,
-            equity=equity,
-            positions=None,
-            data_read=self._data_read,
-            decisions=self._checked(t, ts_ns, raw_decisions) if raw_decisions else (),
-        )
+        row = len(self.log)
+        self.log.add_bar(t, ts_ns, cash=broker.cash, equity=equity, positions=None, data_read=self._data_read)
+        if raw_decisions:
+            self._checked(t, ts_ns, raw_decisions, row)
 
-    def _checked(self, t: int, ts_ns: int, raw_decisions: list[Any]) -> list[LoggedDecision]:
-        """Check each decision, queue the accepted orders, and say what each implied at decision time.
+    def _checked(self, t: int, ts_ns: int, raw_decisions: list[Any], row: int) -> None:
+        """Check each decision, queue the accepted orders, and log what each implied at decision time.
 
         A TARGET is logged as the trade it implies now (BUY/SELL/HOLD and the share difference),
         priced at the close the agent saw; the order itself is sized again at its fill.
@@ -166,7 +164,7 @@ class _Run:
         held = broker.positions.tolist()
         equity = broker.equity
         prefix = decision_prefix(self.log.run_id, t)
-        logged = []
+        add = self.log.add_decision
         for seq, raw in enumerate(raw_decisions):
             d = check(raw, index)
             did = f"{prefix}{seq:03d}"
@@ -175,16 +173,15 @@ class _Run:
             if price is not None and price != price:
                 price = None
             action, quantity = d.action, d.quantity
-            item = LoggedDecision(did, d, action, quantity, price)
+            events: list[Any] | None = None
+            wait = False
             if d.reject_reason is not None:
                 broker.reject_decision(did, ts_ns, d.reject_reason)
-                queue((item, broker.bucket(did), False))
-            elif action == "HOLD":
-                queue((item, None, False))
+                events = broker.bucket(did)
             elif action == "CANCEL":
                 submit(d, did, t, ts_ns, seq)
-                queue((item, broker.bucket(did), False))  # its events are final at once
-            else:
+                events = broker.bucket(did)  # its events are final at once
+            elif action != "HOLD":
                 if action == "TARGET":
                     if d.target_shares is not None:
                         target = d.target_shares
@@ -193,17 +190,16 @@ class _Run:
                     else:
                         target = held[i]
                     delta = target - held[i]
-                    item.action = "BUY" if delta > 0 else "SELL" if delta < 0 else "HOLD"
-                    item.quantity = abs(delta)
+                    action = "BUY" if delta > 0 else "SELL" if delta < 0 else "HOLD"
+                    quantity = abs(delta)
                 order = submit(d, did, t, ts_ns, seq)
                 if order is None:  # refused by the book (a bracket child whose parent is not open)
-                    queue((item, broker.bucket(did), False))
+                    events = broker.bucket(did)
                 else:
                     if d.order_type == "trailing_stop":
                         d.stop_price = order.stop_price  # FMEL logs the level it starts from
-                    queue((item, order.events, True))
-            logged.append(item)
-        return logged
+                    events, wait = order.events, True
+            queue((add(row, seq, did, d, action, quantity, price), d, events, wait))
 
     def render_some(self, budget: int = 4) -> bool:
         """Render the FMEL texts of up to ``budget`` decisions whose events are final.
@@ -218,21 +214,20 @@ class _Run:
         times = self._times
         if times is None:
             times = self._times = iso_many(self._timestamps)
-        inputs_text = self.log.inputs_text
+        log = self.log
+        inputs_text, inputs_texts, events_texts = log.inputs_text, log.inputs_texts, log.events_texts
         done = 0
         while queue and done < budget:
-            item, events, wait = queue[0]
+            k, decision, events, wait = queue[0]
             if wait and len(events) < 2:  # type: ignore[arg-type]
                 return done > 0  # still on the book: its events are not final yet
             queue.popleft()
-            item.inputs_json = inputs_text(item.decision)
+            inputs_texts[k] = inputs_text(decision)
             if events:
-                try:
-                    item.events_json = events_json(events, times)
-                except KeyError:  # an event time that is not a bar time: leave it to the end
-                    item.events_json = None
+                with contextlib.suppress(KeyError):  # an event time that is not a bar time: left to the end
+                    events_texts[k] = events_json(events, times)
             else:
-                item.events_json = "[]"
+                events_texts[k] = "[]"
             done += 1
         return True
 

@@ -154,7 +154,18 @@ class DecisionLog:
         self._positions: list[str | None] = []
         self._position_matrix: np.ndarray | None = None
         self._data_read: list[str] = []
-        self._decisions: list[tuple[int, list[LoggedDecision]]] = []  # (row of the bar, decisions)
+        # Decision rows, column by column (a long run logs ~10^6 of them: no object per row).
+        self._d_row: list[int] = []  # row of its bar in the bar lists above
+        self._d_seq: list[int] = []  # position among its bar's decisions
+        self._d_id: list[str] = []
+        self._d_symbol: list[str | None] = []
+        self._d_action: list[str] = []
+        self._d_type: list[str | None] = []  # order type, for decisions that became orders
+        self._d_quantity: list[float | None] = []
+        self._d_price: list[float | None] = []
+        self._d_checked: list[CheckedDecision] = []
+        self.inputs_texts: list[str | None] = []  # None = render in ``frame``
+        self.events_texts: list[str | None] = []  # None = take from ``frame``'s ``events``
         self._templates: dict[tuple[Any, ...], Any] = {}  # inputs key set -> text template
 
     def inputs_text(self, decision: CheckedDecision) -> str:
@@ -163,7 +174,36 @@ class DecisionLog:
 
     def unrendered_ids(self) -> list[str]:
         """Ids of the logged decisions whose events text is left to :meth:`frame`."""
-        return [x.decision_id for _, ds in self._decisions for x in ds if x.events_json is None]
+        ids = self._d_id
+        return [ids[k] for k, text in enumerate(self.events_texts) if text is None]
+
+    def add_decision(
+        self,
+        row: int,
+        seq: int,
+        decision_id: str,
+        decision: CheckedDecision,
+        action: str,
+        quantity: float | None,
+        price: float | None,
+    ) -> int:
+        """Log the ``seq``-th decision of the bar logged (or about to be) at ``row``; returns its index.
+
+        ``action``/``quantity``: what it implied at decision time (a TARGET as the trade it implies).
+        """
+        k = len(self._d_id)
+        self._d_row.append(row)
+        self._d_seq.append(seq)
+        self._d_id.append(decision_id)
+        self._d_symbol.append(decision.symbol)
+        self._d_action.append(action)
+        self._d_type.append(decision.order_type if decision.is_order else None)
+        self._d_quantity.append(quantity)
+        self._d_price.append(price)
+        self._d_checked.append(decision)
+        self.inputs_texts.append(None)
+        self.events_texts.append(None)
+        return k
 
     def __len__(self) -> int:
         return len(self._bars)
@@ -185,11 +225,17 @@ class DecisionLog:
     ) -> None:
         """Record decision point ``bar``; ``positions``/``data_read`` are JSON strings.
 
+        Its decisions are either given here or logged with :meth:`add_decision` (the runner's way).
+
         ``positions=None`` defers the text to :meth:`frame`, which renders it from its
         ``positions`` matrix (row ``bar``): the runner's way, one render per run, not per bar.
         """
-        if decisions:
-            self._decisions.append((len(self._bars), list(decisions)))
+        row = len(self._bars)
+        for seq, item in enumerate(decisions):
+            k = self.add_decision(
+                row, seq, item.decision_id, item.decision, item.action, item.quantity, item.price
+            )
+            self.inputs_texts[k], self.events_texts[k] = item.inputs_json, item.events_json
         self._bars.append(bar)
         self._ts.append(ts_ns)
         self._cash.append(cash)
@@ -217,9 +263,9 @@ class DecisionLog:
                 if did is not None:
                     by_decision.setdefault(did, []).append(event)
         n_bars = len(self._bars)
-        counts = np.ones(n_bars, dtype=np.int64)
-        for row, decisions in self._decisions:
-            counts[row] = len(decisions)
+        d_rows = np.asarray(self._d_row, dtype=np.int64)
+        per_bar = np.bincount(d_rows, minlength=n_bars) if n_bars else np.zeros(0, dtype=np.int64)
+        counts = np.where(per_bar > 0, per_bar, 1)  # a silent bar is one HOLD row
         n_rows = int(counts.sum())
         row_bar = np.repeat(np.arange(n_bars), counts)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n_bars else np.zeros(0, dtype=np.int64)
@@ -244,61 +290,41 @@ class DecisionLog:
         )
         floats = {name: np.full(n_rows, np.nan) for name in float_names}
         # Silent bars: one HOLD row each, with sequence number 0.
-        silent = np.ones(n_bars, dtype=bool)
-        for row, _ in self._decisions:
-            silent[row] = False
+        silent = per_bar == 0
         silent_rows = offsets[silent]
         prefix = f"{self.run_id}-"
         decision_ids[silent_rows] = [
             f"{prefix}{b:07d}-000" for b in np.asarray(self._bars, dtype=np.int64)[silent].tolist()
         ]
-        # Decision rows: columns by comprehension over a flat list, then scattered at once.
-        flat = [item for _, decisions in self._decisions for item in decisions]
-        where = [
-            int(offsets[row]) + seq for row, decisions in self._decisions for seq in range(len(decisions))
-        ]
-        checked = [item.decision for item in flat]
-        inputs_text = self.inputs_text
-        get_events = by_decision.get
-        cols: dict[str, list[Any]] = {
-            "id": [item.decision_id for item in flat],
-            "symbol": [d.symbol for d in checked],
-            "action": [item.action for item in flat],
-            "type": [d.order_type if d.is_order else None for d in checked],
-            "why": [d.reasoning for d in checked],
-            "inputs": [x.inputs_json if x.inputs_json is not None else inputs_text(x.decision) for x in flat],
-            "events": [
-                x.events_json if x.events_json is not None else _events_text(get_events(x.decision_id))
-                for x in flat
-            ],
-        }
-        values = [
-            (
-                item.quantity,
-                item.price,
-                d.limit_price,
-                d.stop_price,
-                d.target_shares,
-                d.target_percent,
-                d.confidence,
-            )
-            for item, d in zip(flat, checked, strict=True)
-        ]
-        if where:
-            idx = np.asarray(where, dtype=np.int64)
-            for column, key in (
-                (decision_ids, "id"),
-                (symbol, "symbol"),
-                (action, "action"),
-                (order_type, "type"),
-                (reasoning, "why"),
-                (inputs, "inputs"),
-                (event_col, "events"),
-            ):
-                column[idx] = cols[key]
-            block = np.array(values, dtype=np.float64)  # None -> nan
-            for k, name in enumerate(float_names):
-                floats[name][idx] = block[:, k]
+        if self._d_id:
+            idx = offsets[d_rows] + np.asarray(self._d_seq, dtype=np.int64)
+            checked = self._d_checked
+            inputs_text = self.inputs_text
+            get_events = by_decision.get
+            decision_ids[idx] = self._d_id
+            symbol[idx] = self._d_symbol
+            action[idx] = self._d_action
+            order_type[idx] = self._d_type
+            reasoning[idx] = [d.reasoning for d in checked]
+            inputs[idx] = [
+                text if text is not None else inputs_text(d)
+                for text, d in zip(self.inputs_texts, checked, strict=True)
+            ]
+            event_col[idx] = [
+                text if text is not None else _events_text(get_events(did))
+                for text, did in zip(self.events_texts, self._d_id, strict=True)
+            ]
+            columns_of = {
+                "quantity": self._d_quantity,
+                "price": self._d_price,
+                "limit_price": [d.limit_price for d in checked],
+                "stop_price": [d.stop_price for d in checked],
+                "target_shares": [d.target_shares for d in checked],
+                "target_percent": [d.target_percent for d in checked],
+                "confidence": [d.confidence for d in checked],
+            }
+            for name, values in columns_of.items():
+                floats[name][idx] = np.array(values, dtype=np.float64)  # None -> nan
         positions_col = (
             np.asarray(self._bar_positions(positions), dtype=object)[row_bar]
             if n_bars
