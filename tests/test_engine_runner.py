@@ -15,15 +15,8 @@ from farm_dagster.engine.runner import run_backtest
 from farm_dagster.market_data.panel import BarPanel
 from farm_dagster.market_data.synthetic import synthetic_panel
 from farm_dagster.sandbox.limits import SandboxLimits
+from tests.native_examples import NATIVE_EXAMPLES as EXAMPLES
 
-EXAMPLES = [
-    "ma_crossover.py",
-    "rsi_mean_reversion.py",
-    "momentum_rotation.py",
-    "buy_and_hold.py",
-    "trend_stop_loss.py",
-    "breakout_bracket.py",
-]
 CASH = 100_000.0
 
 

@@ -31,19 +31,12 @@ from farm_dagster.engine.result import BacktestResult
 from farm_dagster.engine.runner import run_backtest
 from farm_dagster.market_data.panel import BarPanel
 from farm_dagster.market_data.sources import load_source
+from tests.native_examples import NATIVE_EXAMPLES as EXAMPLES
 
 vbt = pytest.importorskip("vectorbt")
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = [
-    "ma_crossover.py",
-    "rsi_mean_reversion.py",
-    "momentum_rotation.py",
-    "buy_and_hold.py",
-    "trend_stop_loss.py",
-    "breakout_bracket.py",
-]
 CASH = 100_000.0
 SETTINGS = BacktestSettings(
     initial_cash=CASH,

@@ -442,8 +442,7 @@ def _expiry_ns(valid: Any) -> int | None:
     """
     if not valid:
         return None  # backtrader never expires an order whose valid is 0 or None
-    delta = bt.num2date(valid) - _EPOCH
-    ms = round((delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds / 1000)
+    ms = round(protocol.epoch_ns(bt.num2date(valid)) / 1_000_000)  # naive: the feed's UTC clock
     return max(-(2**63), min(2**63 - 1, ms * 1_000_000))
 
 

@@ -408,13 +408,21 @@ class Broker:
         key = parse_order_ref(ref)
         return next((o for o in self.pending if (o.submitted_bar, o.seq) == key), None)
 
-    def _withdraw(self, order: Order, ts_ns: int, reason: str, bar: int) -> None:
-        """Take an open order off the book as cancelled, then settle what it is linked to."""
+    def _withdraw(
+        self, order: Order, ts_ns: int, reason: str, bar: int, also: list[Any] | None = None
+    ) -> None:
+        """Take an open order off the book as cancelled, then settle what it is linked to.
+
+        ``also``: another event list that gets the same "cancelled" event (a CANCEL decision's row).
+        """
         order.open = False
         if order in self.pending:  # else the bar being filled took it off the list: ``open`` counts
             self.pending.remove(order)
         if self.record:
-            order.events.append(("cancelled", ts_ns, order.order_id, reason))
+            event = ("cancelled", ts_ns, order.order_id, reason)
+            order.events.append(event)
+            if also is not None:
+                also.append(event)
         if self._updates is not None:
             status = "expired" if reason == "expired" else "cancelled"
             self._updates.append((order, status, "", 0.0, math.nan, reason))
@@ -465,16 +473,8 @@ class Broker:
                     )
                 )
             return
-        self.pending.remove(target)
-        target.open = False
-        if self._updates is not None:
-            self._updates.append((target, "cancelled", "", 0.0, math.nan, "cancelled by the agent"))
-        if self.record:
-            event = ("cancelled", ts_ns, target.order_id, "cancelled by the agent")
-            target.events.append(event)
-            self.bucket(decision_id).append(event)
-        if target.linked:
-            self._settle(target, "cancelled", self._bar, ts_ns)
+        also = self.bucket(decision_id) if self.record else None
+        self._withdraw(target, ts_ns, "cancelled by the agent", self._bar, also=also)
 
     def open_orders(self) -> list[Order]:
         """Orders still on the book, in submission order."""

@@ -36,6 +36,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
@@ -68,7 +69,9 @@ ORDER_TYPES = (
     "trailing_stop_limit",
     "market_on_close",
 )
-STOP_TYPES = ("stop", "stop_limit", "trailing_stop", "trailing_stop_limit")
+STOP_TYPES = ("stop", "stop_limit", "trailing_stop", "trailing_stop_limit")  # need a stop_price
+LIMIT_TYPES = ("limit", "stop_limit", "trailing_stop_limit")  # need a limit_price
+TRAIL_TYPES = ("trailing_stop", "trailing_stop_limit")  # need a trail_amount or a trail_percent
 MAX_REASONING = 4000
 MAX_INPUTS = 64
 MAX_TARGET_PERCENT = 10.0
@@ -215,6 +218,17 @@ class CheckedDecision:
     @property
     def is_order(self) -> bool:
         return self.reject_reason is None and self.action != "HOLD" and self.action != "CANCEL"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_ns(moment: datetime) -> int:
+    """``moment`` as integer ns since the epoch, the wire's unit for times (a naive one is UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
 def order_ref(bar: int, seq: int) -> str:
@@ -392,17 +406,15 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
         )
     order_type = get("order_type", "market")
     limit_price = stop_price = trail_amount = trail_percent = None
-    if order_type == "limit":
-        limit_price = _number(get("limit_price"))
-        if limit_price is None or limit_price <= 0:
-            return _rejected(
-                sym,
-                act,
-                reasoning,
-                inputs,
-                f"limit order needs a positive limit_price, got {get('limit_price')!r}",
-            )
-    elif order_type in STOP_TYPES:
+    if order_type not in ORDER_TYPES:
+        return _rejected(
+            sym,
+            act,
+            reasoning,
+            inputs,
+            f"order_type must be one of {', '.join(repr(t) for t in ORDER_TYPES)}, got {order_type!r}",
+        )
+    if order_type in STOP_TYPES:
         if act != "BUY" and act != "SELL" and act != "HOLD":
             return _rejected(
                 sym,
@@ -423,37 +435,29 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
                 inputs,
                 f"{order_type} order needs a positive stop_price, got {raw_stop!r}",
             )
-        if order_type == "stop_limit" or order_type == "trailing_stop_limit":
-            limit_price = _number(get("limit_price"))
-            if limit_price is None or limit_price <= 0:
-                return _rejected(
-                    sym,
-                    act,
-                    reasoning,
-                    inputs,
-                    f"{order_type} order needs a positive limit_price, got {get('limit_price')!r}",
-                )
-        if order_type == "trailing_stop" or order_type == "trailing_stop_limit":
-            trail_amount, trail_percent = _number(get("trail_amount")), _number(get("trail_percent"))
-            amount_ok = trail_amount is not None and trail_amount > 0
-            percent_ok = trail_percent is not None and 0 < trail_percent < 1
-            if (trail_amount is None) == (trail_percent is None) or not (amount_ok or percent_ok):
-                return _rejected(
-                    sym,
-                    act,
-                    reasoning,
-                    inputs,
-                    f"{order_type} needs exactly one of trail_amount (> 0) or trail_percent (in (0, 1)), "
-                    f"got {get('trail_amount')!r} / {get('trail_percent')!r}",
-                )
-    elif order_type != "market" and order_type != "market_on_close":
-        return _rejected(
-            sym,
-            act,
-            reasoning,
-            inputs,
-            f"order_type must be one of {', '.join(repr(t) for t in ORDER_TYPES)}, got {order_type!r}",
-        )
+    if order_type in LIMIT_TYPES:
+        limit_price = _number(get("limit_price"))
+        if limit_price is None or limit_price <= 0:
+            return _rejected(
+                sym,
+                act,
+                reasoning,
+                inputs,
+                f"{order_type} order needs a positive limit_price, got {get('limit_price')!r}",
+            )
+    if order_type in TRAIL_TYPES:
+        trail_amount, trail_percent = _number(get("trail_amount")), _number(get("trail_percent"))
+        amount_ok = trail_amount is not None and trail_amount > 0
+        percent_ok = trail_percent is not None and 0 < trail_percent < 1
+        if (trail_amount is None) == (trail_percent is None) or not (amount_ok or percent_ok):
+            return _rejected(
+                sym,
+                act,
+                reasoning,
+                inputs,
+                f"{order_type} needs exactly one of trail_amount (> 0) or trail_percent (in (0, 1)), "
+                f"got {get('trail_amount')!r} / {get('trail_percent')!r}",
+            )
     quantity = target_shares = target_percent = None
     if act == "BUY" or act == "SELL":
         quantity = _number(get("quantity"))

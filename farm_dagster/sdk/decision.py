@@ -20,13 +20,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from farm_dagster.engine.protocol import order_ref
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
+from farm_dagster.engine.protocol import epoch_ns, order_ref
 
 # Optional numeric fields of a decision, in wire order (NaN/inf become null, see ``_plain``).
 _NUMBER_FIELDS = (
@@ -391,9 +388,7 @@ def _expiry(expires: datetime | int | None) -> int | None:
     if expires is None:
         return None
     if isinstance(expires, datetime):
-        moment = expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)
-        delta = moment - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+        return epoch_ns(expires)
     if isinstance(expires, int) and not isinstance(expires, bool):
         return expires
     raise TypeError(f"expires must be a datetime or integer nanoseconds, got {type(expires).__name__}")
