@@ -110,7 +110,7 @@ class _Run:
         self.tamper_bars: list[int] = []
         self._data_read = "{}"
         self._timestamps = panel.timestamps.tolist()  # Python ints: read once per bar
-        # Decisions whose FMEL texts are still to render: (logged, its events, wait for its order).
+        # Decisions whose FMEL texts are still to render:
         # (row in the log, decision, its events, wait for its order to leave the book).
         self._to_render: deque[tuple[int, CheckedDecision, list[Any] | None, bool]] = deque()
         self._times: dict[int, str] | None = None  # bar time -> FMEL event time text

@@ -158,9 +158,7 @@ class DecisionLog:
         self._d_row: list[int] = []  # row of its bar in the bar lists above
         self._d_seq: list[int] = []  # position among its bar's decisions
         self._d_id: list[str] = []
-        self._d_symbol: list[str | None] = []
         self._d_action: list[str] = []
-        self._d_type: list[str | None] = []  # order type, for decisions that became orders
         self._d_quantity: list[float | None] = []
         self._d_price: list[float | None] = []
         self._d_checked: list[CheckedDecision] = []
@@ -195,9 +193,7 @@ class DecisionLog:
         self._d_row.append(row)
         self._d_seq.append(seq)
         self._d_id.append(decision_id)
-        self._d_symbol.append(decision.symbol)
         self._d_action.append(action)
-        self._d_type.append(decision.order_type if decision.is_order else None)
         self._d_quantity.append(quantity)
         self._d_price.append(price)
         self._d_checked.append(decision)
@@ -302,9 +298,9 @@ class DecisionLog:
             inputs_text = self.inputs_text
             get_events = by_decision.get
             decision_ids[idx] = self._d_id
-            symbol[idx] = self._d_symbol
+            symbol[idx] = [d.symbol for d in checked]
             action[idx] = self._d_action
-            order_type[idx] = self._d_type
+            order_type[idx] = [d.order_type if d.is_order else None for d in checked]  # orders only
             reasoning[idx] = [d.reasoning for d in checked]
             inputs[idx] = [
                 text if text is not None else inputs_text(d)
