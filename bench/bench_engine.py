@@ -7,7 +7,10 @@ Logic (identical in the three peers; the engine runs the shipped ``examples/ma_c
 confidence/reasoning/inputs and all): SMA(10) vs SMA(30) of the close; long when fast > slow, flat
 otherwise (NaN during warm-up = flat); the signal of bar t's close trades at bar t+1's open;
 equal weight: 1/N of the capital per symbol; no costs. Sizing details differ slightly: the engine
-targets 1/N of the *current* equity in whole shares (shrunk to the cash), backtrader uses
+targets 1/N of the *current* equity in whole shares (shrunk to the cash) and sends an entry only
+when that buys at least one share at the close (the synthetic prices drift far beyond 1/N of the
+equity; without the check the example re-sent an order sized to nothing on every bar, which
+backtrader's ``order_target_percent`` never creates), backtrader uses
 ``order_target_percent(1/N)`` (sized on the close, may be refused for cash on a gap up), vectorbt
 uses N independent sleeves of 1/N of the initial cash, all-in (``from_signals`` does not take
 target-percent sizes). Final equities are printed so the peers can be compared.

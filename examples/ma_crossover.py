@@ -1,7 +1,10 @@
 """Moving-average crossover: hold a symbol while its fast average is above its slow average.
 
 Works on any number of symbols (the universe is split equally); one vectorized indicator call per
-bar covers all of them.
+bar covers all of them. An entry is only sent when the symbol's share of the equity buys at least
+one whole share at the current close: otherwise the order would be sized to nothing at the fill
+(as backtrader's ``order_target_percent`` sizes it to nothing), and the agent would send it again
+on every bar, filling its decision log with orders that cannot fill.
 """
 
 import numpy as np
@@ -16,11 +19,12 @@ class MaCrossover(Agent):
         fast = ctx.sma(None, self.params["fast"])
         slow = ctx.sma(None, self.params["slow"])
         invested = ctx.position_array() > 0
+        weight = 1.0 / len(ctx.symbols)
+        affordable = ctx.prices() <= weight * ctx.equity  # NaN (no bar) compares False
         want = fast > slow  # NaN (not enough bars yet) compares False: stay out
-        changes = np.flatnonzero(want != invested)
+        changes = np.flatnonzero((want & affordable & ~invested) | (invested & ~want))
         if changes.size == 0:
             return None
-        weight = 1.0 / len(ctx.symbols)
         decisions = []
         for i in changes:
             symbol = ctx.symbols[i]

@@ -22,6 +22,7 @@ class TrendStopLoss(Agent):
         held = ctx.position_array()
         stops = {order.symbol: order for order in ctx.open_orders() if order.order_type == "stop"}
         weight = 1.0 / len(ctx.symbols)
+        budget = weight * ctx.equity  # an entry that cannot buy one share would be sized to nothing
         decisions = []
         for i, symbol in enumerate(ctx.symbols):
             close = float(closes[i])
@@ -29,7 +30,7 @@ class TrendStopLoss(Agent):
                 continue
             if held[i] <= 0:
                 self.peak.pop(symbol, None)
-                if close > slow[i]:  # a NaN average (warm-up) compares False
+                if slow[i] < close <= budget:  # a NaN average (warm-up) compares False
                     gap = close / slow[i] - 1.0
                     decisions.append(
                         target_percent(

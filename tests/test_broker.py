@@ -400,3 +400,49 @@ def test_sells_fill_before_buys_within_a_bar() -> None:
     broker.on_bar(2, 2 * DAY, bar(100, 100, 100, 100))
     assert [f.side for f in broker.fills[1:]] == ["SELL", "BUY"]
     assert broker.positions.tolist() == [0, 20]
+
+
+def test_event_templates_write_exactly_what_the_json_encoder_writes() -> None:
+    """The hand-written templates are only a shortcut for ``dumps(event_dict(...))``, byte for byte."""
+    from farm_dagster.engine.broker import event_dict, event_json
+    from farm_dagster.engine.protocol import dumps
+
+    ts = 1_700_000_000_000_000_000
+    odd = [1e-07, 1e22, -0.0, 3, math.nan, math.inf, None, "x", True]
+    events = [
+        ("filled", ts, 7, 101.25, 10.0, "BUY", 0.5),
+        ("filled", ts, 7, math.nan, 10.0, "SELL", 0.0),
+        ("cancelled", ts, 7, "already at target"),
+        ("rejected", ts, 7, 'quote " and \u00e9'),
+        ("trade_opened", ts, "AAA", "long", 10.0, 99.5),
+        ("trade_closed", ts, "AAA", "short", 10, 99.5, 101.0, -15.0),
+        ("rejected_decision", ts, "bad"),
+    ]
+    for size in (10.0, 3, -2.5, math.inf):
+        for order_type in ("market", "stop", "trailing_stop_limit", "mystery"):
+            events.append(("submitted", ts, 3, "quantity", size, order_type, *([None] * 7)))
+            for slot in range(7):
+                for value in odd:
+                    optional = [None] * 7
+                    optional[slot] = value
+                    events.append(("submitted", ts, 3, "target_percent", size, order_type, *optional))
+    events.append(
+        (
+            "submitted",
+            ts,
+            3,
+            "quantity",
+            5.0,
+            "stop_limit",
+            9.5,
+            10.0,
+            1,
+            2,
+            0.5,
+            None,
+            "2024-01-02T16:00:00Z",
+        )
+    )
+    time = "2023-11-14T22:13:20Z"
+    for event in events:
+        assert event_json(event, time) == dumps(event_dict(event, time)), event

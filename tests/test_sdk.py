@@ -239,6 +239,51 @@ def test_stop_and_cancel_helpers_round_trip_through_the_checks() -> None:
     assert (checked.action, checked.order_ref, checked.is_order) == ("CANCEL", "0000012-003", False)
 
 
+def _compact_variants() -> list[list]:
+    """Compact decisions around the fast-checked kinds (market, stop, cancel), each field bent."""
+    bases = [
+        ["AAA", "TARGET", None, None, 0.25, None, None, 0.5, "why", {"x": 1.5}, None, None],
+        ["AAA", "BUY", 10.0, None, None, None, None, 0.5, "why", {"x": 1.5}, None, None],
+        ["AAA", "SELL", 10.0, None, None, "stop", None, 0.5, "why", {"x": 1.5}, 95.5, None],
+        ["AAA", "CANCEL", None, None, None, None, None, None, "why", None, None, "0000012-003"],
+        ["AAA", "HOLD", None, None, None, None, None, 1.0, "", None, None, None],
+    ]
+    bent = {
+        0: ["ZZZ", 3, None],
+        1: ["BUY", "SELL", "HOLD", "TARGET", "CANCEL", "cancel", "sell", 7],
+        2: [None, 0.0, -1.0, 10, math.nan, math.inf, True, "10"],
+        4: [None, 11.0, -0.5, 1],
+        5: [None, "market", "stop", "limit", "stop_limit", "trailing_stop", "nope"],
+        6: [None, 90.0],
+        7: [None, 0, 1.5, -0.1, math.nan, "high"],
+        8: [None, 5, "x" * 5000],
+        9: [None, {"x": math.nan}, {"x": [1]}, {"x": "y" * 300}, {1: 2}, []],
+        10: [None, 0.0, -3.0, 95, math.inf, "95"],
+        11: [None, "0000012-003", "12-3", 12, ""],
+    }
+    out = []
+    for base in bases:
+        out.append(base)
+        for field, values in bent.items():
+            for value in values:
+                variant = list(base)
+                variant[field] = value
+                out.append(variant)
+    return out
+
+
+def test_fast_checked_compact_decisions_equal_the_general_checks() -> None:
+    """The compact fast path is only a shortcut: every answer equals the object form's checks."""
+    symbols = {"AAA": 0, "BBB": 1}
+    variants = _compact_variants()
+    fast = 0
+    for raw in variants:
+        general = protocol.check_decision(protocol.expand(raw), symbols)
+        assert protocol.check_decision(list(raw), symbols) == general, raw
+        fast += protocol._fast_check(list(raw), symbols) is not None
+    assert fast > 40  # the shortcut does answer most well-formed ones (stops and cancels included)
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from farm_dagster.engine.costs import BacktestSettings
+from farm_dagster.engine.protocol import ORDER_TYPES as _ORDER_TYPES
 from farm_dagster.engine.protocol import CheckedDecision, parse_order_ref
 from farm_dagster.engine.protocol import dumps as _dumps
 
@@ -77,7 +78,7 @@ def iso_many(ts_ns: Iterable[int]) -> dict[int, str]:
     return dict(zip(unique.tolist(), texts.tolist(), strict=True))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity, not field-by-field: the book looks orders up by ``in``
 class Order:
     order_id: int
     decision_id: str | None
@@ -226,16 +227,31 @@ def event_json(event: Any, time: str) -> str:
         elif kind == "submitted":
             _, _, order_id, size_name, size, order_type = event[:6]
             if (
-                order_type == "market"
-                and event[6:] == _NO_OPTIONAL
-                and type(order_id) is int
+                type(order_id) is int
                 and type(size) is float
                 and size - size == 0.0
+                and order_type in _ORDER_TYPES
             ):
-                return (
+                head = (
                     f'{{"type":"submitted","time":"{time}","order_id":{order_id!r},"{size_name}":{size!r},'
-                    f'"order_type":"market"}}'
+                    f'"order_type":"{order_type}"'
                 )
+                if event[6:] == _NO_OPTIONAL:
+                    return head + "}"
+                parts = [head]
+                for name, value in zip(_SUBMITTED_OPTIONAL, event[6:], strict=True):
+                    if value is None:
+                        continue
+                    value_kind = type(value)
+                    if value_kind is int or (value_kind is float and value - value == 0.0):
+                        parts.append(f',"{name}":{value!r}')
+                    elif value_kind is str:
+                        parts.append(f',"{name}":{_json_str(value)}')
+                    else:
+                        break
+                else:
+                    parts.append("}")
+                    return "".join(parts)
         elif kind == "cancelled" or kind == "rejected":
             _, _, order_id, reason = event
             if type(order_id) is int and type(reason) is str:

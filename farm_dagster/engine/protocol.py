@@ -314,8 +314,6 @@ def _fast_check(raw: list[Any], symbols: Mapping[str, int]) -> CheckedDecision |
     on the object form, so both paths give the same answer for every input.
     """
     sym, act, qty, shares, pct, order_type, limit, confidence, reasoning, inputs, stop, ref = raw
-    if stop is not None or ref is not None:
-        return None  # stop orders and cancels take the general path
     if type(sym) is not str or sym not in symbols or type(act) is not str:
         return None
     if reasoning is None:
@@ -324,9 +322,32 @@ def _fast_check(raw: list[Any], symbols: Mapping[str, int]) -> CheckedDecision |
         return None
     if confidence is not None and not (type(confidence) is float and 0.0 <= confidence <= 1.0):
         return None
-    if (order_type is not None and order_type != "market") or limit is not None:
-        return None
     if not _fast_inputs(inputs):
+        return None
+    if ref is not None:  # a CANCEL: the general path reads nothing else of it
+        if act == "CANCEL" and type(ref) is str and parse_order_ref(ref) is not None:
+            return CheckedDecision(
+                sym, act, None, None, None, "market", None, confidence, reasoning, inputs, order_ref=ref
+            )
+        return None
+    if limit is not None:
+        return None  # limit and stop-limit orders take the general path
+    if stop is not None:  # a plain stop order (trailing ones travel in the object form)
+        if (
+            order_type == "stop"
+            and (act == "BUY" or act == "SELL")
+            and type(stop) is float
+            and stop > 0.0
+            and stop - stop == 0.0
+            and type(qty) is float
+            and qty > 0.0
+            and qty - qty == 0.0
+        ):
+            return CheckedDecision(
+                sym, act, qty, None, None, "stop", None, confidence, reasoning, inputs, stop_price=stop
+            )
+        return None
+    if order_type is not None and order_type != "market":
         return None
     if act == "TARGET":
         if qty is not None:
