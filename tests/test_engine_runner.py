@@ -186,6 +186,9 @@ def test_agents_see_fills_cancels_and_expiries_of_their_orders_on_the_next_bar()
     assert seen[3] == ""  # the expiring limit is still open on the bar of its expiry time
     assert seen[4] == "expired 0000002-000  0 nan expired"  # withdrawn on the first bar after it
     assert (seen[5:] == "").all()
+    expiring = result.decisions[result.decisions["decision_point"] == 2].iloc[0]
+    assert expiring["expires_at"] == pd.Timestamp(int(panel.timestamps[3]), tz="UTC")  # its FMEL column
+    assert result.decisions.loc[result.decisions["decision_point"] != 2, "expires_at"].isna().all()
 
 
 TRAILING_AGENT = """
@@ -210,6 +213,7 @@ def test_native_trailing_stop_starts_from_the_close_and_follows_the_closes_up() 
     row = result.decisions[result.decisions["reasoning"] == "trail 3%"].iloc[0]
     close = panel.close[:, 0]
     assert row["stop_price"] == pytest.approx(close[1] * 0.97, rel=1e-12)  # logged: where it started
+    assert row["trail_percent"] == 0.03 and np.isnan(row["trail_amount"])
     stop, t = close[1] * 0.97, 2
     while panel.low[t, 0] > stop:  # replay: each bar it survives moves the stop up to 97% of the close
         stop = max(stop, close[t] * 0.97)
@@ -217,6 +221,44 @@ def test_native_trailing_stop_starts_from_the_close_and_follows_the_closes_up() 
     (exit_fill,) = result.fills[result.fills["side"] == "SELL"].itertuples()
     assert exit_fill.timestamp == panel.index[t]
     assert exit_fill.price == pytest.approx(min(panel.open[t, 0], stop), rel=1e-12)
+
+
+TRAILING_LIMIT_AGENT = """
+from farm_dagster.sdk import Agent, buy, sell
+
+
+class TrailingLimit(Agent):
+    def on_bar(self, ctx):
+        symbol = ctx.symbols[0]
+        if ctx.bar_index == 0:
+            return buy(symbol, 10)
+        if ctx.bar_index == 1:
+            close = ctx.price(symbol)
+            return sell(symbol, 10, stop=close * 0.97, limit=close * 0.96, trail_percent=0.03, reasoning="trail")
+        return None
+"""
+
+
+def test_native_trailing_stop_limit_trails_then_sells_at_its_stop_or_its_moved_limit() -> None:
+    panel = synthetic_panel(1, 300, seed=9)
+    result = run(TRAILING_LIMIT_AGENT, panel, filename="trailing_limit.py")
+    assert result.status == "completed", result.error
+    row = result.decisions[result.decisions["reasoning"] == "trail"].iloc[0]
+    close, open_, high, low = panel.close[:, 0], panel.open[:, 0], panel.high[:, 0], panel.low[:, 0]
+    assert row["order_type"] == "trailing_stop_limit"
+    assert (row["stop_price"], row["limit_price"]) == (close[1] * 0.97, close[1] * 0.96)
+    assert row["trail_percent"] == 0.03
+    stop, offset, t = close[1] * 0.97, close[1] * 0.01, 2
+    while open_[t] > stop and low[t] > stop:  # not reached: the stop follows 97% of the close up
+        stop = max(stop, close[t] * 0.97)
+        t += 1
+    (exit_fill,) = result.fills[result.fills["side"] == "SELL"].itertuples()
+    assert exit_fill.timestamp == panel.index[t]  # it fills on the bar that reaches it...
+    if open_[t] > stop:  # ...reached during the bar: at the stop (its limit is below it)
+        assert exit_fill.price == pytest.approx(stop, rel=1e-12)
+    else:  # ...opened under it: a limit order at the moved limit, filled at the open or better
+        assert high[t] >= stop - offset
+        assert exit_fill.price == pytest.approx(max(open_[t], stop - offset), rel=1e-12)
 
 
 def test_costs_reach_the_reported_equity() -> None:

@@ -219,8 +219,27 @@ def test_stop_and_cancel_helpers_round_trip_through_the_checks() -> None:
         None,  # the book starts it from the close the agent saw
         None,
     )
-    with pytest.raises(ValueError, match="trailing stop-limit"):
+    with pytest.raises(ValueError, match="starting stop="):
         sell("AAA", 1, limit=10, trail_amount=1.0)
+    trailing_limit = sell("AAA", 2, stop=95.0, limit=94.0, trail_percent=0.05)
+    wire = trailing_limit.to_compact()
+    assert wire == {
+        "symbol": "AAA",
+        "action": "SELL",
+        "quantity": 2,
+        "order_type": "trailing_stop_limit",
+        "limit_price": 94.0,
+        "stop_price": 95.0,
+        "trail_percent": 0.05,
+    }
+    checked = protocol.check_decision(wire, {"AAA": 0})
+    assert (checked.order_type, checked.stop_price, checked.limit_price, checked.trail_percent) == (
+        "trailing_stop_limit",
+        95.0,
+        94.0,
+        0.05,
+    )
+    assert checked.is_order
     assert target_percent("AAA", 0.5, on_close=True).to_wire()["order_type"] == "market_on_close"
     assert protocol.check_decision(sell("AAA", 1, on_close=True).to_compact(), {"AAA": 0}).is_order
     with pytest.raises(ValueError, match="on_close"):

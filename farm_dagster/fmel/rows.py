@@ -280,11 +280,15 @@ class DecisionLog:
             "price",
             "limit_price",
             "stop_price",
+            "trail_amount",
+            "trail_percent",
             "target_shares",
             "target_percent",
             "confidence",
         )
         floats = {name: np.full(n_rows, np.nan) for name in float_names}
+        nat = np.iinfo(np.int64).min
+        expires = np.full(n_rows, nat, dtype=np.int64).view("datetime64[ns]")
         # Silent bars: one HOLD row each, with sequence number 0.
         silent = per_bar == 0
         silent_rows = offsets[silent]
@@ -315,12 +319,15 @@ class DecisionLog:
                 "price": self._d_price,
                 "limit_price": [d.limit_price for d in checked],
                 "stop_price": [d.stop_price for d in checked],
+                "trail_amount": [d.trail_amount for d in checked],
+                "trail_percent": [d.trail_percent for d in checked],
                 "target_shares": [d.target_shares for d in checked],
                 "target_percent": [d.target_percent for d in checked],
                 "confidence": [d.confidence for d in checked],
             }
             for name, values in columns_of.items():
                 floats[name][idx] = np.array(values, dtype=np.float64)  # None -> nan
+            expires.view(np.int64)[idx] = [nat if d.expires_at is None else d.expires_at for d in checked]
         positions_col = (
             np.asarray(self._bar_positions(positions), dtype=object)[row_bar]
             if n_bars
@@ -344,6 +351,9 @@ class DecisionLog:
             "order_type": order_type,
             "limit_price": floats["limit_price"],
             "stop_price": floats["stop_price"],
+            "trail_amount": floats["trail_amount"],
+            "trail_percent": floats["trail_percent"],
+            "expires_at": pd.to_datetime(expires, utc=True),
             "target_shares": floats["target_shares"],
             "target_percent": floats["target_percent"],
             "confidence": floats["confidence"],

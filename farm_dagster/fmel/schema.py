@@ -22,6 +22,9 @@ FMEL_DECISIONS = register(
             ("order_type", STRING),
             ("limit_price", FLOAT),
             ("stop_price", FLOAT),  # stop, stop-limit and trailing stops (a trailing stop's starting level)
+            ("trail_amount", FLOAT),  # trailing stops: distance from the close, in price...
+            ("trail_percent", FLOAT),  # ...or as a fraction of the close
+            ("expires_at", TIMESTAMP),  # a non-market order still open on a bar after this is withdrawn
             ("target_shares", FLOAT),
             ("target_percent", FLOAT),
             ("confidence", FLOAT),

@@ -8,7 +8,8 @@ at the fill's price). ``confidence`` in [0, 1] and ``reasoning`` feed the decisi
 Order types: market (the default), ``limit=`` (fills at the limit or better), ``stop=`` (a buy
 stop triggers when the price trades at or above it, a sell stop at or below: a stop-loss),
 ``stop=`` with ``limit=`` (a stop-limit), ``trail_amount=``/``trail_percent=`` (a trailing
-stop) and ``on_close=True`` (market-on-close: the next bar's close instead of its open);
+stop; with ``stop=`` and ``limit=`` too, a trailing stop-limit whose limit keeps its distance
+from the stop) and ``on_close=True`` (market-on-close: the next bar's close instead of its open);
 ``expires=`` withdraws a non-market order still open on a bar after that time;
 ``oco=`` and ``parent=`` link orders, :func:`bracket` builds entry + exits.
 Once the platform has sent an order it knows its ``ref``; ``cancel(order)`` withdraws it while
@@ -193,7 +194,8 @@ def buy(
 ) -> Decision:
     """Buy ``quantity`` shares at the next bar's open, or: at ``limit`` or better; once the price
     trades at or above ``stop`` (with ``limit`` too: then only at ``limit`` or better); as a
-    trailing stop ``trail_amount``/``trail_percent`` above the close that follows the price down.
+    trailing stop ``trail_amount``/``trail_percent`` above the close that follows the price down
+    (with ``stop=`` and ``limit=``: a trailing stop-limit starting at ``stop``).
     ``parent=``: wait until that order fills (a bracket child); ``oco=``: one-cancels-other."""
     return _trade("BUY", symbol, quantity, locals())
 
@@ -216,7 +218,9 @@ def sell(
 ) -> Decision:
     """Sell ``quantity`` shares (going short needs ``allow_short``); ``stop=`` makes it a stop-loss
     (it sells once the price trades at or below the stop), ``trail_percent=0.05`` a trailing stop 5%
-    under the close that rises with the price. Same options as :func:`buy`."""
+    under the close that rises with the price (``stop=95, limit=94, trail_percent=0.05``: a trailing
+    stop-limit that starts at 95 and never sells below its stop minus 1). Same options as
+    :func:`buy`."""
     return _trade("SELL", symbol, quantity, locals())
 
 
@@ -321,11 +325,16 @@ def _order_type(
             raise ValueError("on_close=True is a market order at the close: no limit, stop or trail")
         return "market_on_close"
     if trail_amount is not None or trail_percent is not None:
-        if limit is not None:
-            raise ValueError("trailing stop-limit orders are not supported: give limit= or a trail, not both")
         if trail_amount is not None and trail_percent is not None:
             raise ValueError("give trail_amount= or trail_percent=, not both")
-        return "trailing_stop"
+        if limit is None:
+            return "trailing_stop"
+        if stop is None:
+            raise ValueError(
+                "a trailing stop-limit needs its starting stop= as well as limit= (the limit keeps its "
+                "distance from the stop as the stop trails)"
+            )
+        return "trailing_stop_limit"
     if stop is None:
         return "market" if limit is None else "limit"
     return "stop" if limit is None else "stop_limit"
