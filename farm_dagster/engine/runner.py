@@ -3,9 +3,9 @@
 Look-ahead is impossible by construction: bar t+1 is sent only after the decisions for bar t
 came back, and the child holds nothing but what it was sent. The accounting that is reported
 (equity, fills, trades, metrics) is the parent's own Broker fed with the parent's bars; the
-child's mirror equity is only compared (a mismatch sets ``tamper_suspected``). The parent books
-the answer for bar t and marks bar t+1 while the child is already thinking about bar t+1, so the
-two processes overlap.
+child's mirror equity is only compared (a mismatch sets ``tamper_suspected``). The agent gets
+its next bar as soon as it answered; the parent books the answers from a queue while the agent
+thinks, so the two processes overlap.
 """
 
 from __future__ import annotations
@@ -114,6 +114,9 @@ class _Run:
         # (row in the log, decision, its events, wait for its order to leave the book).
         self._to_render: deque[tuple[int, CheckedDecision, list[Any] | None, bool]] = deque()
         self._times: dict[int, str] | None = None  # bar time -> FMEL event time text
+        # Called between decisions while booking: lets the stream hand the agent its next bar as
+        # soon as it answered, instead of after the whole booking (see ``_Stream``).
+        self.pump: Callable[[], None] = _nothing
 
     def on_bar(self, t: int, block: np.ndarray) -> None:
         broker = self.broker
@@ -164,8 +167,9 @@ class _Run:
         held = broker.positions.tolist()
         equity = broker.equity
         prefix = decision_prefix(self.log.run_id, t)
-        add = self.log.add_decision
+        add, pump = self.log.add_decision, self.pump
         for seq, raw in enumerate(raw_decisions):
+            pump()
             d = check(raw, index)
             did = f"{prefix}{seq:03d}"
             i = index.get(d.symbol) if d.symbol is not None else None
@@ -232,6 +236,10 @@ class _Run:
         return True
 
 
+def _nothing() -> None:
+    return None
+
+
 def _data_read_json(value: Any) -> str:
     if not isinstance(value, dict):
         return json.dumps({"invalid": "data_read was not an object"})
@@ -288,41 +296,96 @@ def _bar_messages(panel: BarPanel) -> Iterator[tuple[int, np.ndarray, bytes]]:
             yield lo + k, chunk[k], encode_bar(int(ts[lo + k]), chunk[k])
 
 
-def _stream(proc: SandboxProcess, run: _Run, panel: BarPanel, progress: Progress | None) -> None:
-    """Lockstep: bar t+1 leaves only after the decisions for bar t arrived.
+class _Stream:
+    """The lockstep with the agent, decoupled from the parent's booking.
 
-    The parent's work is interleaved with the child's thinking: bar t+1 is sent as soon as the
-    answer for bar t is in, then the parent checks and books that answer and marks bar t+1 while
-    the agent is busy with it.
+    Bar t+1 leaves as soon as the decisions for bar t have arrived, never before (no look-ahead).
+    The answers wait in a queue and are booked in order; :meth:`pump`, called between the steps
+    of a booking and between decisions, hands the agent its next bar the moment it answered. So
+    neither side waits for the other's slow bars: a run takes about as long as the busier process,
+    not the sum of the slower side of every bar. A failure (the agent's error, a crash, a timeout)
+    stops the hand-offs; it is raised once every answer received before it has been booked.
+    """
+
+    def __init__(self, proc: SandboxProcess, panel: BarPanel) -> None:
+        self.proc = proc
+        self.bars = _bar_messages(panel)
+        self.unbooked: deque[tuple[int, np.ndarray, bytes]] = deque()  # answered, not booked yet
+        self.thinking: tuple[int, np.ndarray] | None = None  # the bar whose answer is awaited
+        self.failure: BaseException | None = None
+        self.failed_bar: tuple[int, np.ndarray] | None = None  # the bar the agent failed on
+
+    def start(self) -> None:
+        t, block, message = next(self.bars)
+        self.proc.send(message)
+        self.thinking = (t, block)
+
+    def pump(self, wait: bool = False) -> None:
+        """Take the agent's answer if it is there (or, ``wait``, when it comes) and send the next bar."""
+        thinking = self.thinking
+        if thinking is None or not (wait or self.proc.ready()):
+            return
+        self.thinking = None
+        try:
+            reply = self.proc.recv()
+        except BaseException as exc:  # noqa: BLE001 - timeout, crash: raised after the booking
+            self.failure, self.failed_bar = exc, thinking
+            return
+        if reply[0] != protocol.DECISIONS:
+            if reply[0] == protocol.ERROR:
+                self.failure = _failure_for_error(_agent_error(protocol.decode_json(reply)))
+            else:
+                name = protocol.NAMES.get(reply[0], reply[0])
+                self.failure = protocol.ProtocolError(f"expected DECISIONS, got {name}")
+            self.failed_bar = thinking
+            return
+        self.unbooked.append((*thinking, reply))
+        following = next(self.bars, None)
+        if following is None:
+            return
+        try:
+            self.proc.send(following[2])  # the answer for t is in: the agent may now see t+1
+        except BaseException as exc:  # noqa: BLE001 - a crash: raised after the booking
+            self.failure = exc
+            return
+        self.thinking = (following[0], following[1])
+
+
+def _stream(proc: SandboxProcess, run: _Run, panel: BarPanel, progress: Progress | None) -> None:
+    """Stream every bar to the agent and book its answers (see :class:`_Stream`).
+
+    FMEL texts are rendered when there is nothing to book and the agent is still thinking.
     """
     n = panel.n_bars
     if n == 0:
         return
     step = max(1, n // 200)
-    send, recv, on_bar, apply = proc.send, proc.recv, run.on_bar, run.apply
-    ready, render = proc.ready, run.render_some
-    decisions_type = protocol.DECISIONS
-    bars = _bar_messages(panel)
-    t, block, message = next(bars)
-    send(message)
-    while True:
-        on_bar(t, block)  # fills of the orders decided on t-1, mark to t's close
-        while not ready() and render():  # the agent is still thinking: render FMEL texts meanwhile
-            pass
-        reply = recv()
-        if reply[0] != decisions_type:
-            if reply[0] == protocol.ERROR:
-                raise _failure_for_error(_agent_error(protocol.decode_json(reply)))
-            raise protocol.ProtocolError(f"expected DECISIONS, got {protocol.NAMES.get(reply[0], reply[0])}")
-        following = next(bars, None)
-        if following is not None:
-            send(following[2])  # the answer for t is in: the agent may now see t+1
-        apply(t, reply)
-        if progress is not None and (t % step == 0 or t == n - 1):
-            progress(t + 1, n)
-        if following is None:
-            return
-        t, block, _ = following
+    stream = _Stream(proc, panel)
+    pump, unbooked = stream.pump, stream.unbooked
+    on_bar, apply, render, ready = run.on_bar, run.apply, run.render_some, proc.ready
+    run.pump = pump
+    try:
+        stream.start()
+        while True:
+            if unbooked:
+                t, block, reply = unbooked.popleft()
+                on_bar(t, block)  # fills of the orders decided on t-1, mark to t's close
+                pump()
+                apply(t, reply)
+                if progress is not None and (t % step == 0 or t == n - 1):
+                    progress(t + 1, n)
+                continue
+            if stream.failure is not None:
+                if stream.failed_bar is not None:
+                    on_bar(*stream.failed_bar)  # the bar the run stopped on is marked, as it was seen
+                raise stream.failure
+            if stream.thinking is None:
+                return
+            while not ready() and render():  # nothing to book: render FMEL texts while waiting
+                pass
+            pump(wait=True)
+    finally:
+        run.pump = _nothing
 
 
 def run_backtest(
