@@ -17,8 +17,11 @@ target-percent sizes). Final equities are printed so the peers can be compared.
 
 Measurement: every peer runs in its own fresh subprocess (same interpreter, same data built from
 the same generator) and reports its peak RSS (VmHWM of /proc/self/status at the end). The
-engine's sandboxed agent is a grandchild: a thread of the worker polls its VmHWM every 20 ms;
-the table adds it to the parent's. Timings cover the backtest only (data already in memory):
+engine's sandboxed agent is a grandchild: the engine reads its VmHWM itself at the end of the
+stream (``result.info["sandbox_peak_rss_mb"]``), and the table adds it to the parent's. (An
+earlier version polled it from a thread of the worker every 20 ms: that thread took the GIL
+from the pure-Python peers, engine and backtrader, slowing them by up to a third, while
+vectorbt's numba loops never let it run.) Timings cover the backtest only (data already in memory):
 engine = ``run_backtest`` (validation, sandbox start, streaming, accounting, result frames
 including FMEL rows and metrics); backtrader = building Cerebro + feeds + ``run``; vectorbt =
 rolling means + ``Portfolio.from_signals`` + the total equity curve. vectorbt "cold" is the first
@@ -166,6 +169,7 @@ def run_engine(case: Case) -> dict[str, Any]:
         "rss_loaded_mb": rss_loaded,
         "final_equity": float(result.equity["equity"].iloc[-1]),
         "n_orders": len(result.fills),
+        "children_peak_mb": result.info.get("sandbox_peak_rss_mb") or 0.0,  # read by the runner itself
     }
 
 
@@ -264,59 +268,12 @@ def run_vectorbt(case: Case) -> dict[str, Any]:
 PEERS = {"engine": run_engine, "backtrader": run_backtrader, "vectorbt": run_vectorbt}
 
 
-def _hwm_mb(pid: int | str = "self") -> float:
-    """Peak RSS (VmHWM) of one process image in MB; 0 when it is gone.
-
-    Why not ``ru_maxrss``: Linux carries a forked child's high-water mark across ``exec``, so a
-    child of a big process reports at least its parent's size; VmHWM belongs to the new image.
-    """
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-class DescendantPeaks:
-    """Polls the peak RSS of this process's descendants (the engine's sandboxed agent) every 20 ms.
-
-    The last reading per process is kept, not the largest: between fork and exec a child still
-    maps its parent's pages, and VmHWM (monotonic within one image) restarts at exec.
-    """
-
-    def __init__(self) -> None:
-        import threading
-
-        self.peaks: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        while not self._stop.wait(0.02):
-            for child in me.children(recursive=True):
-                peak = _hwm_mb(child.pid)
-                if peak:
-                    self.peaks[child.pid] = peak
-
-    def __enter__(self) -> DescendantPeaks:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def worker(peer: str, case: Case, out: Path) -> None:
-    with DescendantPeaks() as children:
-        result = PEERS[peer](case)
-    result["self_peak_mb"] = _hwm_mb()
-    result["children_peak_mb"] = max(children.peaks.values(), default=0.0)
+    from farm_dagster.sandbox.process import peak_rss_mb
+
+    result = PEERS[peer](case)
+    result["self_peak_mb"] = peak_rss_mb() or 0.0
+    result.setdefault("children_peak_mb", 0.0)
     out.write_text(json.dumps(result))
 
 
@@ -324,7 +281,7 @@ def worker(peer: str, case: Case, out: Path) -> None:
 
 
 def spawn(peer: str, case: Case, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run one peer in a fresh process (its peak RSS is measured inside it, see ``_hwm_mb``)."""
+    """Run one peer in a fresh process (its peak RSS is measured inside it, see ``peak_rss_mb``)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         env = {**os.environ, **(env_extra or {})}

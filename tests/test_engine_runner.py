@@ -54,6 +54,8 @@ def test_examples_complete_with_consistent_trusted_accounting(example: str) -> N
     assert result.status == "completed", result.error
     assert not result.tamper_suspected
     assert len(result.equity) == panel.n_bars and len(result.fills) > 0
+    # the sandbox's own peak memory, read from /proc by the parent before the agent exits
+    assert 5 < result.info["sandbox_peak_rss_mb"] < SandboxLimits().memory_mb
     # equity = cash + shares x close, bar by bar
     marked = (result.positions.to_numpy() * np.nan_to_num(panel.close)).sum(axis=1)
     np.testing.assert_allclose(result.equity["equity"], result.equity["cash"] + marked, rtol=1e-12)

@@ -450,6 +450,7 @@ def run_backtest(
             timings["startup_s"] = time.perf_counter() - started
             with _no_cyclic_gc():
                 _stream(proc, run, panel, progress)
+            info["sandbox_peak_rss_mb"] = proc.peak_rss_mb()  # read before END: it exits after DONE
             proc.send(bytes((protocol.END,)))
             done = proc.recv(timeout=30)
             if done[0] != protocol.DONE:

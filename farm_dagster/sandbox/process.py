@@ -129,6 +129,21 @@ class Channel:
                 os.close(fd)
 
 
+def peak_rss_mb(pid: int | str = "self") -> float | None:
+    """Peak resident memory (VmHWM) of one live process image in MB; None when it cannot be read.
+
+    Why not ``ru_maxrss``: Linux carries a forked child's high-water mark across ``exec``, so a
+    child of a big process reports at least its parent's size; VmHWM belongs to the new image.
+    """
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -239,6 +254,12 @@ class SandboxProcess:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    def peak_rss_mb(self) -> float | None:
+        """The sandboxed process's peak resident memory so far in MB (None once it has exited)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return peak_rss_mb(self._proc.pid)
 
     @property
     def stderr_tail(self) -> str:
