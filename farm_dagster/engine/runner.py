@@ -91,6 +91,14 @@ def _failure_for_error(error: AgentError) -> _Failure:
     return _Failure("failed", error)
 
 
+def _unexpected(reply: bytes, expected: int) -> Exception:
+    """What a reply of the wrong type means: the agent's own failure (ERROR), else a protocol breach."""
+    if reply[0] == protocol.ERROR:
+        return _failure_for_error(_agent_error(protocol.decode_json(reply)))
+    got = protocol.NAMES.get(reply[0], reply[0])
+    return protocol.ProtocolError(f"expected {protocol.NAMES[expected]}, got {got}")
+
+
 class _Run:
     """Trusted state of one run: broker, per-bar accounting arrays, FMEL log."""
 
@@ -332,12 +340,7 @@ class _Stream:
             self.failure, self.failed_bar = exc, thinking
             return
         if reply[0] != protocol.DECISIONS:
-            if reply[0] == protocol.ERROR:
-                self.failure = _failure_for_error(_agent_error(protocol.decode_json(reply)))
-            else:
-                name = protocol.NAMES.get(reply[0], reply[0])
-                self.failure = protocol.ProtocolError(f"expected DECISIONS, got {name}")
-            self.failed_bar = thinking
+            self.failure, self.failed_bar = _unexpected(reply, protocol.DECISIONS), thinking
             return
         self.unbooked.append((*thinking, reply))
         following = next(self.bars, None)
@@ -439,10 +442,8 @@ def run_backtest(
             proc.start()
             proc.send(_init_message(code, filename, kind, panel, settings, mode))
             ready = proc.recv(timeout=STARTUP_TIMEOUT)
-            if ready[0] == protocol.ERROR:
-                raise _failure_for_error(_agent_error(protocol.decode_json(ready)))
             if ready[0] != protocol.READY:
-                raise protocol.ProtocolError("expected READY")
+                raise _unexpected(ready, protocol.READY)
             ready_body = protocol.decode_json(ready)
             info["agent_class"] = (
                 str(ready_body.get("agent_class", ""))[:200] if isinstance(ready_body, dict) else ""

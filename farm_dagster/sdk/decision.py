@@ -237,20 +237,7 @@ def target_shares(
 ) -> Decision:
     """Trade whatever it takes to hold ``shares`` (0 closes the position); ``on_close=True`` trades
     at the next bar's close instead of its open."""
-    order_type = _order_type(limit, None, on_close=on_close)
-    return Decision(
-        symbol,
-        "TARGET",
-        None,
-        shares,
-        None,
-        order_type,
-        limit,
-        confidence,
-        reasoning,
-        inputs,
-        expires_at=_expiry(expires),
-    )
+    return _target(symbol, shares, None, locals())
 
 
 def target_percent(
@@ -266,20 +253,7 @@ def target_percent(
 ) -> Decision:
     """Hold ``percent`` of equity in ``symbol`` (a fraction: 1.0 = all in, -0.5 = half short);
     ``on_close=True`` trades at the next bar's close instead of its open."""
-    order_type = _order_type(limit, None, on_close=on_close)
-    return Decision(
-        symbol,
-        "TARGET",
-        None,
-        None,
-        percent,
-        order_type,
-        limit,
-        confidence,
-        reasoning,
-        inputs,
-        expires_at=_expiry(expires),
-    )
+    return _target(symbol, None, percent, locals())
 
 
 def hold(
@@ -388,6 +362,24 @@ def _trade(action: str, symbol: str, quantity: float, options: dict[str, Any]) -
         oco=options["oco"],
         trail_amount=trail_amount,
         trail_percent=trail_percent,
+        expires_at=_expiry(options["expires"]),
+    )
+
+
+def _target(symbol: str, shares: float | None, percent: float | None, options: dict[str, Any]) -> Decision:
+    """The decision :func:`target_shares` or :func:`target_percent` builds from its keyword options."""
+    limit = options["limit"]
+    return Decision(
+        symbol,
+        "TARGET",
+        None,
+        shares,
+        percent,
+        _order_type(limit, None, on_close=options["on_close"]),
+        limit,
+        options["confidence"],
+        options["reasoning"],
+        options["inputs"],
         expires_at=_expiry(options["expires"]),
     )
 
