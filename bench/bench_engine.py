@@ -26,8 +26,10 @@ engine = ``run_backtest`` (validation, sandbox start, streaming, accounting, res
 including FMEL rows and metrics); backtrader = building Cerebro + feeds + ``run``; vectorbt =
 rolling means + ``Portfolio.from_signals`` + the total equity curve. vectorbt "cold" is the first
 call in a process with an empty numba cache (JIT compilation included), "cold, cached JIT" the
-first call with the project's numba cache already filled, "warm" the second call in the process.
-Backtrader is too slow for 100 x 100,000 bars (~20 min): it runs on a documented subset and its
+first call with the project's numba cache already filled, "warm" the calls after the first in the
+process. This machine's speed varies by up to a third from one minute to the next, so the engine
+runs ``--repeats`` times (3 by default), each in a fresh process, and so does vectorbt warm (in
+its process): the table shows the median run and the range. Backtrader is too slow for 100 x 100,000 bars (~20 min): it runs on a documented subset and its
 throughput (symbol-bars per second) is extrapolated; the table says so.
 """
 
@@ -39,6 +41,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,6 +77,7 @@ class Case:
     bt_symbols: int  # backtrader subset (== n_symbols/n_bars when it runs the full case)
     bt_bars: int
     data_path: str = ""  # real data: an .npz of the panel written once by the parent
+    repeats: int = 3  # timed runs of the engine and of vectorbt warm; the table shows the median
 
 
 def cases(quick: bool) -> list[Case]:
@@ -156,14 +160,15 @@ def run_engine(case: Case) -> dict[str, Any]:
     if result.status != "completed":
         raise RuntimeError(f"engine run {result.status}: {result.error}")
     timings = result.timings
-    loop_s = timings["total_s"] - timings.get("startup_s", 0.0)
+    result_s = timings.get("result_s", 0.0)
+    loop_s = timings["total_s"] - timings.get("startup_s", 0.0) - result_s
     return {
         "symbol_bars": panel.n_bars * panel.n_symbols,
         "wall_s": wall,
         "detail": {
             "startup_s": timings.get("startup_s", float("nan")),
             "stream_s": loop_s,
-            "result_frames_s": wall - timings["total_s"],
+            "result_frames_s": result_s,
             "fmel_rows": len(result.decisions),
         },
         "rss_loaded_mb": rss_loaded,
@@ -249,13 +254,18 @@ def run_vectorbt(case: Case) -> dict[str, Any]:
     import_s = time.perf_counter() - import_started
     rss_loaded = _rss_mb()
     cold, _ = _vectorbt_once(close, open_)
-    warm, (pf, equity) = _vectorbt_once(close, open_)
+    warm_runs = []
+    for _ in range(case.repeats):
+        seconds, (pf, equity) = _vectorbt_once(close, open_)
+        warm_runs.append(seconds)
+    warm = statistics.median(warm_runs)
     return {
         "symbol_bars": panel.n_bars * panel.n_symbols,
         "wall_s": warm,
         "detail": {
             "cold_s": cold,
             "warm_s": warm,
+            "runs_s": warm_runs,
             "import_s": import_s,
             "numba_cache": os.environ.get("NUMBA_CACHE_DIR", ""),
         },
@@ -331,7 +341,12 @@ def machine() -> dict[str, str]:
 
 def measure(case: Case) -> list[dict[str, Any]]:
     rows = []
-    engine = spawn("engine", case)
+    # The engine runs in a fresh process each time (cold imports and all); the median run is shown.
+    runs = sorted((spawn("engine", case) for _ in range(case.repeats)), key=lambda r: r["wall_s"])
+    engine = dict(runs[(len(runs) - 1) // 2])
+    engine["detail"]["runs_s"] = [r["wall_s"] for r in runs]
+    engine["self_peak_mb"] = max(r["self_peak_mb"] for r in runs)
+    engine["children_peak_mb"] = max(r["children_peak_mb"] for r in runs)
     engine["peer"] = "engine (sandbox)"
     engine["peak_mb"] = engine["self_peak_mb"] + engine["children_peak_mb"]
     rows.append(engine)
@@ -357,6 +372,12 @@ def measure(case: Case) -> list[dict[str, Any]]:
         row["case"] = case.name
         row["throughput"] = row["symbol_bars"] / row["wall_s"]
     return rows
+
+
+def _runs_note(runs: list[float]) -> str:
+    if len(runs) == 1:
+        return "1 run"
+    return f"median of {len(runs)} runs ({min(runs):.2f}-{max(runs):.2f}s)"
 
 
 def _bt_is_subset(case: Case) -> bool:
@@ -390,12 +411,15 @@ def render(case: Case, rows: list[dict[str, Any]], rat: dict[str, float]) -> str
             notes.append(
                 f"sandbox start {d['startup_s']:.2f}s, stream {d['stream_s']:.2f}s, "
                 f"result frames {d['result_frames_s']:.2f}s; RSS = parent {r['self_peak_mb']:.0f}"
-                f" + sandbox {r['children_peak_mb']:.0f}"
+                f" + sandbox {r['children_peak_mb']:.0f}; {_runs_note(d['runs_s'])}"
             )
         if r["peer"].startswith("backtrader"):
             notes.append(d["subset"])
         if r["peer"] == "vectorbt warm":
-            notes.append(f"2nd call in process; import {d['import_s']:.1f}s not counted")
+            notes.append(
+                f"calls after the first in its process; {_runs_note(d['runs_s'])}; "
+                f"import {d['import_s']:.1f}s not counted"
+            )
         notes.append(f"data in memory {r['rss_loaded_mb']:.0f} MB")
         lines.append(
             f"| {r['peer']} | {r['symbol_bars']:,} | {r['wall_s']:.3f} | {r['throughput']:,.0f} | "
@@ -429,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small synthetic case (seconds, not minutes)")
     parser.add_argument("--no-write", action="store_true", help=f"print only, leave {RESULTS.name} alone")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed runs of the engine (each in a fresh process) and of vectorbt warm; the median counts",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -454,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     body = []
     with tempfile.TemporaryDirectory() as data_dir:
         for case in cases(args.quick):
+            case = Case(**{**asdict(case), "repeats": max(1, args.repeats)})  # noqa: PLW2901
             print(f"== {case.label}", flush=True)
             if case.source == "spx":
                 case = save_real_panel(case, Path(data_dir))  # noqa: PLW2901

@@ -355,6 +355,47 @@ def test_progress_reports_until_the_last_bar() -> None:
     assert seen[-1] == (50, 50) and [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+SILENT = """\
+from farm_dagster.sdk import Agent
+
+
+class Silent(Agent):
+    def on_bar(self, ctx):
+        return None
+"""
+
+
+def test_fills_and_trades_frames_are_typed_and_reconcile_with_each_other() -> None:
+    panel = synthetic_panel(3, 150, seed=5)
+    silent = run(SILENT, panel)
+    busy = run((PROJECT_ROOT / "examples" / "ma_crossover.py").read_text(), panel)
+    assert silent.status == busy.status == "completed"
+    assert len(silent.fills) == len(silent.trades) == 0 and len(busy.trades) > 1
+    for result in (silent, busy):  # the same column types whether or not anything traded
+        fills, trades = result.fills, result.trades
+        assert fills["order_id"].dtype == np.int64
+        for column in ("quantity", "price", "commission", "slippage_cost"):
+            assert fills[column].dtype == np.float64
+        for column in ("quantity", "entry_price", "exit_price", "pnl", "return_pct"):
+            assert trades[column].dtype == np.float64
+        assert str(fills["timestamp"].dtype) == str(trades["entry_time"].dtype) == "datetime64[ns, UTC]"
+    # The example enters from flat and exits to flat: each closed trade is one buy and one sell fill.
+    fills = busy.fills.set_index(["symbol", "timestamp", "side"])
+    closed = busy.trades[busy.trades["status"] == "closed"]
+    assert len(closed) > 0 and closed["exit_price"].notna().all()
+    for trade in closed.itertuples():
+        entry = fills.loc[(trade.symbol, trade.entry_time, "BUY")]
+        exit_ = fills.loc[(trade.symbol, trade.exit_time, "SELL")]
+        assert trade.quantity == entry["quantity"] == exit_["quantity"]
+        # prices are notional / shares, so equal to the fill price up to one rounding
+        assert trade.entry_price == pytest.approx(entry["price"], rel=1e-14)
+        assert trade.exit_price == pytest.approx(exit_["price"], rel=1e-14)
+        assert trade.pnl == pytest.approx((trade.exit_price - trade.entry_price) * trade.quantity)
+        assert trade.return_pct == pytest.approx(trade.pnl / (trade.entry_price * trade.quantity))
+    still_open = busy.trades[busy.trades["status"] == "open"]
+    assert still_open["exit_price"].isna().all() and still_open["exit_time"].isna().all()
+
+
 LOOP = """\
 from farm_dagster.sdk import Agent
 

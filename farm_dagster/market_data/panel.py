@@ -67,10 +67,11 @@ class BarPanel:
     def data_version(self) -> str:
         """Content hash of the panel: any change to a price, a timestamp or a symbol changes it."""
         digest = hashlib.sha256()
-        digest.update(np.ascontiguousarray(self.timestamps, dtype=np.int64).tobytes())
+        # The arrays' own buffers, not ``tobytes()`` copies: a large panel is hundreds of MB.
+        digest.update(np.ascontiguousarray(self.timestamps, dtype=np.int64).data)
         digest.update("\x1f".join(self.symbols).encode())
         for name in FIELDS:
-            digest.update(np.ascontiguousarray(self.field(name), dtype=np.float64).tobytes())
+            digest.update(np.ascontiguousarray(self.field(name), dtype=np.float64).data)
         return digest.hexdigest()[:16]
 
     def slice(
