@@ -396,6 +396,23 @@ def test_fills_and_trades_frames_are_typed_and_reconcile_with_each_other() -> No
     assert still_open["exit_price"].isna().all() and still_open["exit_time"].isna().all()
 
 
+def test_a_failure_while_the_sandbox_boots_kills_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's identity is hashed while the sandbox starts; if that fails, no sandbox is left."""
+    import psutil
+
+    from farm_dagster.engine import runner
+
+    def broken(*_: object) -> dict[str, str]:
+        raise MemoryError("no room for the hash")
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    monkeypatch.setattr(runner, "_identify", broken)
+    with pytest.raises(MemoryError):
+        run(SILENT, synthetic_panel(2, 20, seed=1))
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
 LOOP = """\
 from farm_dagster.sdk import Agent
 

@@ -444,17 +444,22 @@ def run_backtest(
             proc.send(_init_message(code, filename, kind, panel, settings, mode))
         except BaseException as exc:  # noqa: BLE001 - raised below, where every failure is classified
             launch_failure = exc
-    ids = _identify(code, panel, settings)
-    log = DecisionLog(
-        agent_id=agent_id,
-        user_id=user_id,
-        run_id=run_id,
-        mode=mode,
-        code_hash=ids["code_hash"],
-        data_version=ids["data_version"],
-        symbols=panel.symbols,
-    )
-    run = _Run(panel, settings, log)
+    try:
+        ids = _identify(code, panel, settings)
+        log = DecisionLog(
+            agent_id=agent_id,
+            user_id=user_id,
+            run_id=run_id,
+            mode=mode,
+            code_hash=ids["code_hash"],
+            data_version=ids["data_version"],
+            symbols=panel.symbols,
+        )
+        run = _Run(panel, settings, log)
+    except BaseException:  # an interrupt or a failed allocation: the launched sandbox dies too
+        if proc is not None:
+            proc.close()
+        raise
     status, error = "completed", None
     info: dict[str, Any] = {}
     # One pause of the cyclic collector for the stream and the result frames, switched back on
