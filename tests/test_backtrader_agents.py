@@ -493,6 +493,56 @@ class Agent(bt.Strategy):
 """
 
 
+OCO_MIXED = """import backtrader as bt
+
+
+class Agent(bt.Strategy):
+    \"\"\"While long 20 shares: add 10 on a dip (buy limit 1 % down) or stop out (sell stop 0.5 % down),
+    one cancels the other. A bar that reaches the limit reaches the stop too: the group is decided
+    by which order was placed first, as backtrader's broker works its queue in that order.\"\"\"
+
+    def __init__(self):
+        self.entry = self.exit = None
+        self.pair = []
+        self.placed = 0
+
+    def notify_order(self, order):
+        if order.alive():
+            return
+        self.pair = [o for o in self.pair if o.ref != order.ref]
+        if self.entry is not None and order.ref == self.entry.ref:
+            self.entry = None
+        if self.exit is not None and order.ref == self.exit.ref:
+            self.exit = None
+
+    def next(self):
+        if self.entry is not None or self.exit is not None:
+            return
+        size = self.position.size
+        if self.pair:
+            if len(self) - self.placed >= 5:  # neither side traded: withdraw both, go flat
+                for order in self.pair:
+                    self.cancel(order)
+                self.exit = self.close()
+            return
+        if size == 0:
+            self.entry = self.buy(size=20)
+        elif size == 20:
+            close = self.data.close[0]
+            dip = dict(size=10, exectype=bt.Order.Limit, price=close * 0.99)
+            stop = dict(size=20, exectype=bt.Order.Stop, price=close * 0.995)
+            if BUY_FIRST:
+                first = self.buy(**dip)
+                second = self.sell(oco=first, **stop)
+            else:
+                first = self.sell(**stop)
+                second = self.buy(oco=first, **dip)
+            self.pair = [first, second]
+            self.placed = len(self)
+        else:  # the dip was bought: take the 30 shares off
+            self.exit = self.close()
+"""
+
 TRAILING = """import backtrader as bt
 
 
@@ -666,6 +716,30 @@ def test_brackets_and_oco_match_plain_backtrader(aapl: BarPanel, code: str, name
     assert linked
     assert reasons & {"bracket", "OCO"}  # the trusted broker cancelled the other leg itself
     assert not [e for e in events if e["type"] == "rejected"]  # no stray cancel reached it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("buy_first", [True, False])
+def test_oco_mixing_a_buy_and_a_sell_resolves_in_order_of_placement(aapl: BarPanel, buy_first: bool) -> None:
+    """Sells fill before buys within a bar, except inside an OCO group: there the order placed first
+    decides the group, as in backtrader, even when it is the buy."""
+    code = OCO_MIXED.replace("BUY_FIRST", str(buy_first))
+    cerebro, rec = plain_backtrader(code, aapl)
+    result = run_ours(code, aapl, filename="oco_mixed.py")
+
+    assert result.status == "completed", result.error
+    _assert_same_fills(_fill_tuples(result), rec.fills)
+    _assert_same_trades(result, rec.trades)
+    assert result.equity["equity"].iloc[-1] == pytest.approx(cerebro.broker.getvalue(), rel=1e-12)
+    assert not result.tamper_suspected, result.info["tamper_bars"]
+    # Every filled dip (10 shares) is a bar on which the stop triggered too: the case under test.
+    dips = result.fills[(result.fills["side"] == "BUY") & (result.fills["quantity"] == 10)]
+    stops = result.fills[(result.fills["side"] == "SELL") & (result.fills["quantity"] == 20)]
+    assert len(stops) >= 5
+    if buy_first:
+        assert len(dips) >= 5
+    else:
+        assert dips.empty  # the stop, placed first, wins every bar that reaches both
 
 
 # ------------------------------------------------------------------------------------------- (4) FMEL

@@ -573,7 +573,10 @@ class Broker:
         self.pending = waiting
         for order in expired:
             self._withdraw(order, ts_ns, "expired", bar)
-        ready.sort(key=_buys_last)  # sells first, stable within each group
+        if any(item[0].oco is not None for item in ready):
+            ready = _sells_first_oco_in_placement_order(ready)
+        else:
+            ready.sort(key=_buys_last)  # sells first, stable within each group
         execute = self._execute
         for order, delta, base in ready:
             if not order.open:
@@ -872,3 +875,22 @@ def _limit_base(buying: bool, limit: float, o: float, h: float, lo: float) -> fl
 
 def _buys_last(item: tuple[Order, float, float]) -> bool:
     return item[1] > 0
+
+
+def _sells_first_oco_in_placement_order(
+    ready: list[tuple[Order, float, float]],
+) -> list[tuple[Order, float, float]]:
+    """Sells before buys, except that the members of an OCO group all take the place of the group's
+    first-placed member, behind it (``ready`` is in placement order and the sort is stable).
+
+    Why: backtrader works its queue in placement order, so within a group the first-placed order
+    that can trade on this bar decides the group, even when it is a buy and a sibling is a sell.
+    Once it is worked, its settlement withdraws the others, whatever its outcome.
+    """
+    leads: dict[int, bool] = {}
+    keys = []
+    for order, delta, _ in ready:
+        group = order.oco
+        keys.append(delta > 0 if group is None else leads.setdefault(id(group), delta > 0))
+    order_of = sorted(range(len(ready)), key=keys.__getitem__)
+    return [ready[k] for k in order_of]
