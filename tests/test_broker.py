@@ -443,6 +443,30 @@ def test_event_templates_write_exactly_what_the_json_encoder_writes() -> None:
             "2024-01-02T16:00:00Z",
         )
     )
+    for price in (123.45678912345678, 1e-05, 0.00012345678901234, 9.87654321e15, 1.5e16, 2.0**60):
+        events.append(("filled", ts, 8, price, 3.0, "BUY", price / 7))
+        events.append(("trade_closed", ts, "AAA", "long", 3.0, price, price * 1.1, price / 3))
     time = "2023-11-14T22:13:20Z"
     for event in events:
         assert event_json(event, time) == dumps(event_dict(event, time)), event
+
+
+def test_float_text_spells_every_float_as_repr_does() -> None:
+    """The fast float spelling behind the FMEL texts equals ``repr`` (what the JSON encoder writes)."""
+    import random
+    import struct
+
+    from farm_dagster.engine.protocol import float_text
+
+    rng = random.Random(20261125)
+    values = [0.0, -0.0, 1e-4, -1e-4, 1e16, -1e16, 9999999999999998.0, 0.1, 1 / 3, 2.0**53, 5e-324]
+    values += [1e-4 * (1 - 2**-53), 1.7976931348623157e308, 100.0, -81.0, 123456789012345.67]
+    for _ in range(200_000):  # any bit pattern: every exponent, subnormals included
+        value = struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]
+        if value - value == 0.0:  # finite
+            values.append(value)
+    for _ in range(100_000):  # the magnitudes prices, sizes and P&L take, and their rounded forms
+        value = rng.random() * 10 ** rng.uniform(-6, 18) * rng.choice((1, -1))
+        values += [value, round(value, 2), float(int(value))]
+    for value in values:
+        assert float_text(value) == repr(value), repr(value)

@@ -50,6 +50,7 @@ from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.protocol import ORDER_TYPES as _ORDER_TYPES
 from farm_dagster.engine.protocol import CheckedDecision, parse_order_ref
 from farm_dagster.engine.protocol import dumps as _dumps
+from farm_dagster.engine.protocol import float_text as _f
 
 _NS_PER_YEAR = 365.25 * 24 * 3600 * 1e9
 _NEVER = 2**62  # ``active_from`` of a bracket child whose parent has not filled
@@ -202,11 +203,17 @@ def _plain_numbers(values: tuple[Any, ...]) -> bool:
     return True
 
 
+def _num(value: float | int) -> str:
+    """JSON text of a finite float or an int (checked by the caller), as ``repr`` spells it."""
+    return _f(value) if type(value) is float else repr(value)
+
+
 def event_json(event: Any, time: str) -> str:
     """JSON text of one event, byte-identical to ``protocol.dumps(event_dict(event, time))``.
 
-    Common events are formatted from templates (``%r`` of a finite float or an int is its JSON
-    text); anything unusual goes through the JSON encoder.
+    Common events are formatted from templates (``repr`` of a finite float or an int is its JSON
+    text; floats go through the faster :func:`protocol.float_text`, which spells them the same);
+    anything unusual goes through the JSON encoder.
     """
     if type(event) is tuple:
         kind = event[0]
@@ -221,8 +228,8 @@ def event_json(event: Any, time: str) -> str:
                 and (side == "BUY" or side == "SELL")
             ):
                 return (
-                    f'{{"type":"filled","time":"{time}","order_id":{order_id!r},"price":{price!r},'
-                    f'"quantity":{qty!r},"side":"{side}","commission":{commission!r}}}'
+                    f'{{"type":"filled","time":"{time}","order_id":{order_id!r},"price":{_f(price)},'
+                    f'"quantity":{_f(qty)},"side":"{side}","commission":{_f(commission)}}}'
                 )
         elif kind == "submitted":
             _, _, order_id, size_name, size, order_type = event[:6]
@@ -233,7 +240,7 @@ def event_json(event: Any, time: str) -> str:
                 and order_type in _ORDER_TYPES
             ):
                 head = (
-                    f'{{"type":"submitted","time":"{time}","order_id":{order_id!r},"{size_name}":{size!r},'
+                    f'{{"type":"submitted","time":"{time}","order_id":{order_id!r},"{size_name}":{_f(size)},'
                     f'"order_type":"{order_type}"'
                 )
                 if event[6:] == _NO_OPTIONAL:
@@ -243,8 +250,10 @@ def event_json(event: Any, time: str) -> str:
                     if value is None:
                         continue
                     value_kind = type(value)
-                    if value_kind is int or (value_kind is float and value - value == 0.0):
+                    if value_kind is int:
                         parts.append(f',"{name}":{value!r}')
+                    elif value_kind is float and value - value == 0.0:
+                        parts.append(f',"{name}":{_f(value)}')
                     elif value_kind is str:
                         parts.append(f',"{name}":{_json_str(value)}')
                     else:
@@ -261,15 +270,15 @@ def event_json(event: Any, time: str) -> str:
             if type(symbol) is str and _plain_numbers((qty, price)):
                 return (
                     f'{{"type":"trade_opened","time":"{time}","symbol":{_json_str(symbol)},'
-                    f'"direction":"{direction}","quantity":{qty!r},"price":{price!r}}}'
+                    f'"direction":"{direction}","quantity":{_num(qty)},"price":{_num(price)}}}'
                 )
         elif kind == "trade_closed":
             _, _, symbol, direction, qty, entry, exit_, pnl = event
             if type(symbol) is str and _plain_numbers((qty, entry, exit_, pnl)):
                 return (
                     f'{{"type":"trade_closed","time":"{time}","symbol":{_json_str(symbol)},'
-                    f'"direction":"{direction}","quantity":{qty!r},"entry_price":{entry!r},'
-                    f'"exit_price":{exit_!r},"pnl":{pnl!r}}}'
+                    f'"direction":"{direction}","quantity":{_num(qty)},"entry_price":{_num(entry)},'
+                    f'"exit_price":{_num(exit_)},"pnl":{_num(pnl)}}}'
                 )
     return _dumps(event_dict(event, time))
 

@@ -41,6 +41,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from typing import Any
 
 import numpy as np
+import orjson
 
 INIT, BAR, END = 0x01, 0x02, 0x03
 READY, DECISIONS, ERROR, DONE = 0x11, 0x12, 0x13, 0x14
@@ -104,6 +105,23 @@ def dumps(obj: Any) -> str:
 def dumps_sorted(obj: Any) -> str:
     """Compact JSON text with sorted keys (stable text for logged mappings)."""
     return "".join(_C_SORTED(obj, 0))
+
+
+_orjson_dumps = orjson.dumps
+
+
+def float_text(value: float) -> str:
+    """``repr(value)`` of a finite float, four times faster in the usual range.
+
+    Why: turning floats into text (prices, P&L, the agent's inputs) was about a seventh of the
+    trusted parent's work on a long run; ``repr`` runs a big-number algorithm for every value.
+    orjson's Ryu gives the same shortest digits, spelled the same as ``repr`` between 1e-4 and
+    1e16 (checked on about 500,000 random values in the tests). Below 1e-4 orjson writes no
+    exponent where ``repr`` does, so ``repr`` is used outside that range.
+    """
+    if 1e-4 <= abs(value) < 1e16:
+        return _orjson_dumps(value).decode()
+    return repr(value)
 
 
 def encode_json(kind: int, obj: Any) -> bytes:

@@ -20,6 +20,7 @@ import pandas as pd
 from farm_dagster.engine.protocol import CheckedDecision
 from farm_dagster.engine.protocol import dumps as _dumps
 from farm_dagster.engine.protocol import dumps_sorted as _dumps_sorted
+from farm_dagster.engine.protocol import float_text as _float_text
 from farm_dagster.fmel.schema import FMEL_DECISIONS
 
 
@@ -402,27 +403,32 @@ def _events_text(found: Any) -> str:
 
 def _inputs_json(inputs: Mapping[str, Any], templates: dict[tuple[Any, ...], Any]) -> str:
     """``dumps_sorted(inputs)``; the same text from a per-key-set template when every value is a
-    finite float or an int (``%r`` spells those exactly as JSON does)."""
+    finite float or an int (``repr`` spells those exactly as JSON does; floats go through the
+    faster :func:`protocol.float_text`, which spells them the same)."""
     keys = tuple(inputs)
     entry = templates.get(keys, False)
     if entry is False:
         entry = None
         if all(type(k) is str for k in keys):
             order = tuple(sorted(keys))
-            body = ",".join(_json_str(k).replace("%", "%%") + ":%r" for k in order)
+            body = ",".join(_json_str(k).replace("%", "%%") + ":%s" for k in order)
             entry = (order, "{" + body + "}")
         templates[keys] = entry
     if entry is not None:
-        values = tuple([inputs[k] for k in entry[0]])
-        for v in values:
+        texts = []
+        for k in entry[0]:
+            v = inputs[k]
             kind = type(v)
             if kind is float:
                 if v - v != 0.0:
                     break
-            elif kind is not int:
+                texts.append(_float_text(v))
+            elif kind is int:
+                texts.append(repr(v))
+            else:
                 break
         else:
-            return entry[1] % values
+            return entry[1] % tuple(texts)
     return _dumps_sorted(inputs)
 
 
