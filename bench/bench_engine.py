@@ -29,8 +29,9 @@ call in a process with an empty numba cache (JIT compilation included), "cold, c
 first call with the project's numba cache already filled, "warm" the calls after the first in the
 process. This machine's speed varies by up to a third from one minute to the next, so the engine
 runs ``--repeats`` times (3 by default), each in a fresh process, and so does vectorbt warm (in
-its process): the table shows the median run and the range. Backtrader is too slow for 100 x 100,000 bars (~20 min): it runs on a documented subset and its
-throughput (symbol-bars per second) is extrapolated; the table says so.
+its process): the table shows the median run (the lower middle one of an even count) and the
+range. Backtrader is too slow for 100 x 100,000 bars (~20 min): it runs on a documented subset
+and its throughput (symbol-bars per second) is extrapolated; the table says so.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -258,7 +258,7 @@ def run_vectorbt(case: Case) -> dict[str, Any]:
     for _ in range(case.repeats):
         seconds, (pf, equity) = _vectorbt_once(close, open_)
         warm_runs.append(seconds)
-    warm = statistics.median(warm_runs)
+    warm = sorted(warm_runs)[_middle(len(warm_runs))]
     return {
         "symbol_bars": panel.n_bars * panel.n_symbols,
         "wall_s": warm,
@@ -343,7 +343,7 @@ def measure(case: Case) -> list[dict[str, Any]]:
     rows = []
     # The engine runs in a fresh process each time (cold imports and all); the median run is shown.
     runs = sorted((spawn("engine", case) for _ in range(case.repeats)), key=lambda r: r["wall_s"])
-    engine = dict(runs[(len(runs) - 1) // 2])
+    engine = dict(runs[_middle(len(runs))])
     engine["detail"]["runs_s"] = [r["wall_s"] for r in runs]
     engine["self_peak_mb"] = max(r["self_peak_mb"] for r in runs)
     engine["children_peak_mb"] = max(r["children_peak_mb"] for r in runs)
@@ -372,6 +372,11 @@ def measure(case: Case) -> list[dict[str, Any]]:
         row["case"] = case.name
         row["throughput"] = row["symbol_bars"] / row["wall_s"]
     return rows
+
+
+def _middle(n_runs: int) -> int:
+    """Index of the median of ``n_runs`` sorted runs (the lower one of an even count: a real run)."""
+    return (n_runs - 1) // 2
 
 
 def _runs_note(runs: list[float]) -> str:

@@ -51,6 +51,7 @@ from farm_dagster.engine.protocol import ORDER_TYPES as _ORDER_TYPES
 from farm_dagster.engine.protocol import CheckedDecision, parse_order_ref
 from farm_dagster.engine.protocol import dumps as _dumps
 from farm_dagster.engine.protocol import float_text as _f
+from farm_dagster.engine.protocol import number_text as _num
 
 _NS_PER_YEAR = 365.25 * 24 * 3600 * 1e9
 _NEVER = 2**62  # ``active_from`` of a bracket child whose parent has not filled
@@ -203,11 +204,6 @@ def _plain_numbers(values: tuple[Any, ...]) -> bool:
     return True
 
 
-def _num(value: float | int) -> str:
-    """JSON text of a finite float or an int (checked by the caller), as ``repr`` spells it."""
-    return _f(value) if type(value) is float else repr(value)
-
-
 def event_json(event: Any, time: str) -> str:
     """JSON text of one event, byte-identical to ``protocol.dumps(event_dict(event, time))``.
 
@@ -250,10 +246,8 @@ def event_json(event: Any, time: str) -> str:
                     if value is None:
                         continue
                     value_kind = type(value)
-                    if value_kind is int:
-                        parts.append(f',"{name}":{value!r}')
-                    elif value_kind is float and value - value == 0.0:
-                        parts.append(f',"{name}":{_f(value)}')
+                    if value_kind is int or (value_kind is float and value - value == 0.0):
+                        parts.append(f',"{name}":{_num(value)}')
                     elif value_kind is str:
                         parts.append(f',"{name}":{_json_str(value)}')
                     else:

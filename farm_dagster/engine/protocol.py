@@ -124,6 +124,11 @@ def float_text(value: float) -> str:
     return repr(value)
 
 
+def number_text(value: float | int) -> str:
+    """JSON text of a finite float or an int (the caller checked which), as ``repr`` spells it."""
+    return float_text(value) if type(value) is float else repr(value)
+
+
 def encode_json(kind: int, obj: Any) -> bytes:
     return bytes((kind,)) + dumps(obj).encode()
 

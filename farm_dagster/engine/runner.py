@@ -622,9 +622,6 @@ def _trades_frame(trades: list[Trade]) -> pd.DataFrame:
     closed = np.array([t.exit_ts is not None for t in trades], dtype=bool)
     pnl = np.array([t.pnl for t in trades], dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):  # what Trade.entry_price/exit_price compute
-        exit_price = np.where(
-            exit_quantity != 0, exit_notional / np.where(exit_quantity != 0, exit_quantity, 1), np.nan
-        )
         data = {
             "symbol": _column([t.symbol for t in trades], object),
             "direction": _column([t.direction for t in trades], object),
@@ -632,7 +629,7 @@ def _trades_frame(trades: list[Trade]) -> pd.DataFrame:
             "exit_time": _utc([t.exit_ts for t in trades]),
             "quantity": quantity,
             "entry_price": entry_notional / quantity,
-            "exit_price": np.where(closed, exit_price, np.nan),
+            "exit_price": np.where(closed & (exit_quantity != 0), exit_notional / exit_quantity, np.nan),
             "pnl": pnl,
             "return_pct": pnl / entry_notional,
             "status": np.where(closed, "closed", "open").astype(object),

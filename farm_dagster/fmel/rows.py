@@ -20,7 +20,7 @@ import pandas as pd
 from farm_dagster.engine.protocol import CheckedDecision
 from farm_dagster.engine.protocol import dumps as _dumps
 from farm_dagster.engine.protocol import dumps_sorted as _dumps_sorted
-from farm_dagster.engine.protocol import float_text as _float_text
+from farm_dagster.engine.protocol import number_text as _number_text
 from farm_dagster.fmel.schema import FMEL_DECISIONS
 
 
@@ -403,8 +403,8 @@ def _events_text(found: Any) -> str:
 
 def _inputs_json(inputs: Mapping[str, Any], templates: dict[tuple[Any, ...], Any]) -> str:
     """``dumps_sorted(inputs)``; the same text from a per-key-set template when every value is a
-    finite float or an int (``repr`` spells those exactly as JSON does; floats go through the
-    faster :func:`protocol.float_text`, which spells them the same)."""
+    finite float or an int (``repr`` spells those exactly as JSON does; :func:`protocol.number_text`
+    spells them the same, faster)."""
     keys = tuple(inputs)
     entry = templates.get(keys, False)
     if entry is False:
@@ -422,11 +422,9 @@ def _inputs_json(inputs: Mapping[str, Any], templates: dict[tuple[Any, ...], Any
             if kind is float:
                 if v - v != 0.0:
                     break
-                texts.append(_float_text(v))
-            elif kind is int:
-                texts.append(repr(v))
-            else:
+            elif kind is not int:
                 break
+            texts.append(_number_text(v))
         else:
             return entry[1] % tuple(texts)
     return _dumps_sorted(inputs)
