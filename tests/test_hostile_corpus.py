@@ -148,6 +148,7 @@ def test_corpus_covers_the_issue_list() -> None:
         "read_arch_data",
         "read_skfolio_data",
         "read_warehouse",
+        "deep_json",
     }
     assert wanted <= names
 

@@ -570,7 +570,8 @@ class Broker:
                     if equity_now is None:
                         marks = np.where(opens == opens, opens, self.last_price)
                         equity_now = self.cash + float(self.positions @ marks)
-                    target = math.trunc(order.target_percent * equity_now / base)
+                    sized = order.target_percent * equity_now / base
+                    target = math.trunc(sized) if sized - sized == 0.0 else held[i]  # finite book only
                 delta = target - held[i]
             ready.append((order, delta, base))
         self.pending = waiting

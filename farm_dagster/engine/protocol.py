@@ -76,6 +76,10 @@ TRAIL_TYPES = ("trailing_stop", "trailing_stop_limit")  # need a trail_amount or
 MAX_REASONING = 4000
 MAX_INPUTS = 64
 MAX_TARGET_PERCENT = 10.0
+# Shares in one order or target. Far beyond any real order (the largest companies have ~1e10
+# shares); it keeps cash, positions and equity finite whatever an agent sends (1e308 shares sold
+# short would make them infinite, then NaN).
+MAX_SHARES = 1e12
 
 
 class ProtocolError(RuntimeError):
@@ -146,10 +150,13 @@ def decode_json(payload: bytes | memoryview, offset: int = 1) -> Any:
     body = bytes(payload[offset:])
     if not body:
         return {}
+    kind = NAMES.get(payload[0], payload[0])
     try:  # exactly what json.loads does with bytes, minus the per-call decoder
         return _DECODER.decode(body.decode(_detect_encoding(body), "surrogatepass"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"invalid JSON in {NAMES.get(payload[0], payload[0])} message: {exc}") from None
+        raise ProtocolError(f"invalid JSON in {kind} message: {exc}") from None
+    except RecursionError:  # the decoder recurses per level: a forged body can nest past the stack
+        raise ProtocolError(f"JSON in {kind} message nested too deeply") from None
 
 
 def encode_bar(ts_ns: int, block: np.ndarray) -> bytes:
@@ -363,8 +370,7 @@ def _fast_check(raw: list[Any], symbols: Mapping[str, int]) -> CheckedDecision |
             and stop > 0.0
             and stop - stop == 0.0
             and type(qty) is float
-            and qty > 0.0
-            and qty - qty == 0.0
+            and 0.0 < qty <= MAX_SHARES
         ):
             return CheckedDecision(
                 sym, act, qty, None, None, "stop", None, confidence, reasoning, inputs, stop_price=stop
@@ -377,13 +383,13 @@ def _fast_check(raw: list[Any], symbols: Mapping[str, int]) -> CheckedDecision |
             return None  # the general path ignores it; keep one place that decides
         if shares is None and type(pct) is float and -MAX_TARGET_PERCENT <= pct <= MAX_TARGET_PERCENT:
             return CheckedDecision(sym, act, None, None, pct, "market", None, confidence, reasoning, inputs)
-        if pct is None and type(shares) is float and shares - shares == 0.0:
+        if pct is None and type(shares) is float and -MAX_SHARES <= shares <= MAX_SHARES:
             return CheckedDecision(
                 sym, act, None, shares, None, "market", None, confidence, reasoning, inputs
             )
         return None
     if act == "BUY" or act == "SELL":
-        if type(qty) is float and qty > 0.0 and qty - qty == 0.0:
+        if type(qty) is float and 0.0 < qty <= MAX_SHARES:
             return CheckedDecision(sym, act, qty, None, None, "market", None, confidence, reasoning, inputs)
         return None
     if act == "HOLD" and qty is None and shares is None and pct is None:
@@ -505,13 +511,13 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
     quantity = target_shares = target_percent = None
     if act == "BUY" or act == "SELL":
         quantity = _number(get("quantity"))
-        if quantity is None or quantity <= 0:
+        if quantity is None or not 0 < quantity <= MAX_SHARES:
             return _rejected(
                 sym,
                 act,
                 reasoning,
                 inputs,
-                f"{act} needs a positive finite quantity, got {get('quantity')!r}",
+                f"{act} needs a positive quantity of at most {MAX_SHARES:g} shares, got {get('quantity')!r}",
             )
     elif act == "TARGET":
         raw_shares, raw_pct = get("target_shares"), get("target_percent")
@@ -521,9 +527,13 @@ def check_decision(raw: Any, symbols: Mapping[str, int]) -> CheckedDecision:
             )
         if raw_shares is not None:
             target_shares = _number(raw_shares)
-            if target_shares is None:
+            if target_shares is None or abs(target_shares) > MAX_SHARES:
                 return _rejected(
-                    sym, act, reasoning, inputs, f"target_shares must be a finite number, got {raw_shares!r}"
+                    sym,
+                    act,
+                    reasoning,
+                    inputs,
+                    f"target_shares must be a number within ±{MAX_SHARES:g}, got {raw_shares!r}",
                 )
         else:
             target_percent = _number(raw_pct)

@@ -199,7 +199,7 @@ class _Run:
                 if action == "TARGET":
                     if d.target_shares is not None:
                         target = d.target_shares
-                    elif price:
+                    elif price and equity - equity == 0.0:  # a finite book (the share limit keeps it so)
                         target = math.trunc(d.target_percent * equity / price)
                     else:
                         target = held[i]
@@ -251,9 +251,15 @@ def _nothing() -> None:
 
 
 def _data_read_json(value: Any) -> str:
+    """The child's ``data_read`` as stored in FMEL: strict JSON text, or a note saying why not."""
     if not isinstance(value, dict):
         return json.dumps({"invalid": "data_read was not an object"})
-    text = json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False, default=str)
+    try:
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False, default=str)
+    except ValueError:  # NaN or an infinity: not JSON; the log keeps a note, the run goes on
+        return json.dumps({"invalid": "data_read held a non-finite number"})
+    except RecursionError:
+        return json.dumps({"invalid": "data_read nested too deeply"})
     return text if len(text) <= MAX_DATA_READ_BYTES else json.dumps({"truncated": True})
 
 
