@@ -49,6 +49,23 @@ def test_backtest_rejects_bad_code_with_file_and_line(settings, tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("2011-01-01", "2010-01-01", "--start 2011-01-01 is after --end 2010-01-01"),
+        ("2010-13-01", "2011-01-01", "--start '2010-13-01' is not a date"),
+        ("2010-01-01", "soon", "--end 'soon' is not a date"),
+    ],
+)
+def test_backtest_names_the_bad_window_bound(settings, tmp_path, start, end, message):
+    agent = tmp_path / "my_agent.py"
+    agent.write_text(_readme_agent())
+    result = runner.invoke(app, ["backtest", str(agent), "--symbols", "AAPL", "--start", start, "--end", end])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.slow
 def test_demo_then_backfill_over_a_new_window(settings):
     demo = runner.invoke(app, ["demo"])

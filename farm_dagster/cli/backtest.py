@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,7 +20,7 @@ from rich.table import Table
 from farm_dagster.cli import app
 from farm_dagster.engine.costs import BacktestSettings, CostModel
 from farm_dagster.engine.result import BacktestResult
-from farm_dagster.market_data.panel import BarPanel
+from farm_dagster.market_data.panel import BarPanel, utc_timestamp
 
 console = Console()
 
@@ -69,6 +70,16 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
             value = raw.lower() == "true"
         params[name.strip()] = value
     return params
+
+
+def _day(option: str, value: str | None) -> pd.Timestamp | None:
+    """A window bound given on the command line; a message naming the option when it is no date."""
+    if value is None:
+        return None
+    try:
+        return utc_timestamp(value)
+    except ValueError as exc:
+        raise ValueError(f"{option} {value!r} is not a date ({exc}); use YYYY-MM-DD") from None
 
 
 def load_bars(symbols: list[str], start: str | None, end: str | None) -> tuple[BarPanel, str]:
@@ -157,6 +168,9 @@ def backtest(
             allow_short=allow_short,
             params=_parse_params(param),
         )
+        first, last = _day("--start", start), _day("--end", end)
+        if first is not None and last is not None and first > last:
+            raise ValueError(f"--start {start} is after --end {end}")
         with console.status("loading bars"):
             panel, origin = load_bars(wanted, start, end)
     except ValueError as exc:

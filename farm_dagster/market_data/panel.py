@@ -136,8 +136,11 @@ class BarPanel:
         )
 
 
-def _ns(value: pd.Timestamp | str) -> int:
+def utc_timestamp(value: pd.Timestamp | str) -> pd.Timestamp:
+    """A window bound as a UTC timestamp (a naive one is UTC); bad text raises ``ValueError``."""
     stamp = pd.Timestamp(value)
-    if stamp.tzinfo is None:
-        stamp = stamp.tz_localize("UTC")
-    return int(stamp.tz_convert("UTC").value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _ns(value: pd.Timestamp | str) -> int:
+    return int(utc_timestamp(value).value)

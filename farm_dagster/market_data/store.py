@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from farm_dagster.market_data.checks import check_no_duplicates
-from farm_dagster.market_data.panel import BarPanel
+from farm_dagster.market_data.panel import BarPanel, utc_timestamp
 from farm_dagster.market_data.schema import DAILY, OHLCV_COLUMNS, require_columns
 from farm_dagster.resources.base import Warehouse
 from farm_dagster.resources.tables import OHLCV, OHLCV_SYNTHETIC, TableSpec
@@ -65,9 +65,9 @@ def read_ohlcv(
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     keep = pd.Series(True, index=frame.index)
     if start is not None:
-        keep &= frame["timestamp"] >= _utc(start)
+        keep &= frame["timestamp"] >= utc_timestamp(start)
     if end is not None:
-        stop = _utc(end)
+        stop = utc_timestamp(end)
         if stop == stop.normalize():
             keep &= frame["timestamp"] < stop + pd.Timedelta(days=1)
         else:
@@ -141,8 +141,3 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
     backend's loader accepts (BigQuery's does not take dictionary-encoded columns for STRING)."""
     cats = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
     return frame.astype(dict.fromkeys(cats, str)) if cats else frame
-
-
-def _utc(value: pd.Timestamp | str) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
