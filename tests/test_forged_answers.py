@@ -203,3 +203,34 @@ def test_an_absurd_short_sale_is_rejected_and_the_book_stays_finite() -> None:
     assert set(result.fills["symbol"]) == {"BBB"}
     sells = result.decisions[result.decisions["symbol"] == "AAA"]
     assert all("at most 1e+12 shares" in text for text in sells["events"]), sells["events"].iloc[0]
+
+
+def test_a_forged_error_report_is_read_field_by_field() -> None:
+    """The agent's ERROR message is untrusted text too: fields of the wrong type become defaults."""
+    code = """
+from farm_dagster.engine import protocol
+
+from farm_dagster.sdk import Agent
+
+
+class Liar(Agent):
+    def setup(self, ctx):
+        original = protocol.encode_json
+
+        def forged(kind, obj):
+            if kind == protocol.ERROR:
+                return bytes((kind,)) + b'{"error_type": null, "message": {"a": 1}, "line": true, "traceback": "x"}'
+            return original(kind, obj)
+
+        protocol.encode_json = forged
+
+    def on_bar(self, ctx):
+        raise ValueError("boom")
+"""
+    result = run_backtest(
+        code, _panel(0), BacktestSettings(), agent_id="liar", run_id="forged", prevalidate=False
+    )
+    assert result.status == "failed"
+    assert result.error is not None
+    assert (result.error.error_type, result.error.message, result.error.line) == ("AgentError", "", None)
+    assert result.error.user_traceback == []

@@ -77,9 +77,10 @@ def _agent_error(body: Any) -> AgentError:
     body = body if isinstance(body, dict) else {}
     line = body.get("line")
     tb = body.get("traceback")
+    error_type, message = body.get("error_type"), body.get("message")
     return AgentError(
-        error_type=str(body.get("error_type", "AgentError"))[:100],
-        message=str(body.get("message", ""))[:2000],
+        error_type=error_type[:100] if isinstance(error_type, str) and error_type else "AgentError",
+        message=message[:2000] if isinstance(message, str) else "",
         line=line if isinstance(line, int) and not isinstance(line, bool) else None,
         user_traceback=[str(x)[:500] for x in tb[:50]] if isinstance(tb, list) else [],
     )
