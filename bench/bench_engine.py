@@ -58,8 +58,6 @@ import farm_dagster  # noqa: E402,F401  (sets NUMBA_CACHE_DIR)
 
 BENCH_AGENT = ROOT / "examples" / "ma_crossover.py"  # the shipped example: FMEL reasoning/inputs included
 RESULTS = ROOT / "bench" / "RESULTS.md"
-SECTION_START = "<!-- bench_engine:start -->"
-SECTION_END = "<!-- bench_engine:end -->"
 FAST, SLOW = 10, 30
 INITIAL_CASH = 100_000.0
 SEED = 7
@@ -443,14 +441,17 @@ def render(case: Case, rows: list[dict[str, Any]], rat: dict[str, float]) -> str
     return "\n".join(lines)
 
 
-def write_results(text: str) -> None:
-    section = f"{SECTION_START}\n{text}\n{SECTION_END}"
+def write_results(text: str, section: str = "bench_engine") -> None:
+    """Put ``text`` between the ``<!-- {section}:start/end -->`` markers of RESULTS.md (appended
+    when they are not there yet); the rest of the file is left as it is."""
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    block = f"{start}\n{text}\n{end}"
     current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END), re.S)
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(current):
-        updated = pattern.sub(lambda _: section, current)
+        updated = pattern.sub(lambda _: block, current)
     else:
-        updated = current.rstrip("\n") + "\n\n" + section + "\n"
+        updated = current.rstrip("\n") + "\n\n" + block + "\n"
     RESULTS.write_text(updated)
 
 

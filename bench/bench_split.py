@@ -1,0 +1,207 @@
+"""Each side of the engine alone: the trusted parent replaying a recorded run, the agent's host fed the bars.
+
+    .venv/bin/python bench/bench_split.py             # 100 synthetic symbols x 100,000 bars
+    .venv/bin/python bench/bench_split.py --quick     # 100 x 20,000 (seconds, not minutes)
+
+Why: the parent and the sandboxed agent run side by side on two cores, so a run takes about as
+long as the busier of the two, plus the hand-offs. Wall times on this machine move by a third
+from one minute to the next; the CPU each side needs on its own is the steadier number to judge
+an engine change by, and it says which side sets the pace.
+
+Method: one real run of ``examples/ma_crossover.py`` records the agent's answers (the exact bytes,
+in order). The parent then replays them ``--repeats`` times with no sandbox behind it: what is
+timed is the parent's own work (checks, booking, FMEL texts, result frames). Every replay must
+give the recorded run's results (equity, positions, fills, trades, the FMEL rows, the metrics):
+a replay that measured something else would fail here, not print a number. The agent's host then
+runs ``--repeats`` times in this process on an in-memory channel fed the same bars: its work per
+bar (history, mirror broker, the agent's code, encoding its answers) with no waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+for path in (ROOT, ROOT / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from bench_engine import BENCH_AGENT, SEED, machine, write_results  # noqa: E402
+
+from farm_dagster.engine import host, protocol, runner  # noqa: E402
+from farm_dagster.engine.costs import BacktestSettings  # noqa: E402
+from farm_dagster.engine.result import BacktestResult  # noqa: E402
+from farm_dagster.market_data.synthetic import synthetic_panel  # noqa: E402
+from farm_dagster.sandbox.process import SandboxProcess  # noqa: E402
+
+SECTION = "bench_split"
+
+
+class _Recorder(SandboxProcess):
+    """The real sandbox, keeping a copy of every message the agent sends."""
+
+    replies: list[bytes] = []
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        reply = super().recv(timeout)
+        _Recorder.replies.append(reply)
+        return reply
+
+
+class _Replay:
+    """Stands where the sandbox stands and answers with the recorded messages, in order."""
+
+    replies: list[bytes] = []
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        self._next = iter(_Replay.replies)
+
+    def start(self) -> _Replay:
+        return self
+
+    def send(self, payload: bytes) -> None:
+        return None
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        return next(self._next)
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        return None
+
+    def peak_rss_mb(self) -> float:
+        return 0.0
+
+
+class _Channel:
+    """The host's end of the channel, in memory: the run's messages in, the answers counted."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self._next = iter(messages)
+        self.sent = 0
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        return next(self._next)
+
+    def send(self, payload: bytes) -> None:
+        self.sent += 1
+
+
+def _run(code: str, panel: Any, settings: BacktestSettings, process: type) -> BacktestResult:
+    runner.SandboxProcess = process  # type: ignore[assignment,misc]
+    try:
+        return runner.run_backtest(code, panel, settings, agent_id="bench", run_id="split")
+    finally:
+        runner.SandboxProcess = SandboxProcess  # type: ignore[misc]
+
+
+def _digest(result: BacktestResult) -> tuple[Any, ...]:
+    frames = (result.equity, result.positions, result.fills, result.trades, result.decisions)
+    hashed = tuple(int(pd.util.hash_pandas_object(f, index=True).sum()) for f in frames)
+    return (*hashed, tuple(sorted(result.metrics.items())))
+
+
+def _phases(result: BacktestResult) -> dict[str, float]:
+    t = result.timings
+    stream = t["total_s"] - t["startup_s"] - t["result_s"]
+    return {"total": t["total_s"], "startup": t["startup_s"], "stream": stream, "result": t["result_s"]}
+
+
+def measure(n_symbols: int, n_bars: int, repeats: int) -> dict[str, Any]:
+    code = BENCH_AGENT.read_text()
+    panel = synthetic_panel(n_symbols, n_bars, seed=SEED)
+    settings = BacktestSettings()
+    _Recorder.replies = []
+    real = _run(code, panel, settings, _Recorder)
+    if real.status != "completed":
+        raise RuntimeError(f"the recorded run ended {real.status}: {real.error}")
+    expected = _digest(real)
+    _Replay.replies, real_phases = _Recorder.replies, _phases(real)
+    del real
+    parent = []
+    for k in range(repeats):
+        replayed = _run(code, panel, settings, _Replay)
+        if _digest(replayed) != expected:
+            raise RuntimeError(f"replay {k + 1} gave other results than the recorded run")
+        parent.append(_phases(replayed))
+        del replayed
+        print(f"parent replay {k + 1}/{repeats}: {parent[-1]['total']:.2f}s", file=sys.stderr)
+    init = runner._init_message(code, BENCH_AGENT.name, "native", panel, settings, "backtest")
+    messages = [init, *(m for _, _, m in runner._bar_messages(panel)), bytes((protocol.END,))]
+    agent = []
+    for k in range(repeats):
+        channel = _Channel(messages)
+        started = time.perf_counter()
+        host.main(channel)
+        agent.append(time.perf_counter() - started)
+        if channel.sent != panel.n_bars + 2:  # READY, one answer per bar, DONE
+            raise RuntimeError(f"the agent's host answered {channel.sent} times for {panel.n_bars} bars")
+        print(f"agent alone {k + 1}/{repeats}: {agent[-1]:.2f}s", file=sys.stderr)
+    return {"real": real_phases, "parent": parent, "agent": agent, "n_symbols": n_symbols, "n_bars": n_bars}
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median_low(values)
+
+
+def render(m: dict[str, Any]) -> str:
+    info = machine()
+    real, parent = m["real"], m["parent"]
+    median_parent = {key: _median([p[key] for p in parent]) for key in parent[0]}
+    spread = f"{min(p['total'] for p in parent):.2f}-{max(p['total'] for p in parent):.2f}s"
+    agent = _median(m["agent"])
+    pace = "the parent" if median_parent["total"] > agent else "the agent's process"
+    return "\n".join(
+        [
+            "## Each side alone (bench/bench_split.py)",
+            "",
+            f"Machine: {info['cpu']}, nproc={info['nproc']}, Python {info['python']}. Run: {info['date']}. "
+            f"Case: {m['n_symbols']} synthetic symbols x {m['n_bars']:,} bars, `examples/ma_crossover.py`; "
+            f"medians of {len(parent)} runs (lower middle of an even count).",
+            "",
+            "| what | total (s) | startup (s) | stream (s) | result frames (s) | notes |",
+            "|---|---:|---:|---:|---:|---|",
+            f"| real run (parent + sandboxed agent) | {real['total']:.2f} | {real['startup']:.2f} | "
+            f"{real['stream']:.2f} | {real['result']:.2f} | records the agent's answers |",
+            f"| parent alone (replaying them) | {median_parent['total']:.2f} | {median_parent['startup']:.2f} | "
+            f"{median_parent['stream']:.2f} | {median_parent['result']:.2f} | range {spread}; every replay's "
+            "results equal the recorded run's |",
+            f"| agent's host alone (fed the bars) | {agent:.2f} | | {agent:.2f} | | "
+            f"range {min(m['agent']):.2f}-{max(m['agent']):.2f}s; history, mirror broker, agent code, encoding |",
+            "",
+            f"- The side that needs more CPU, and so sets the pace of a real run: **{pace}** "
+            f"({median_parent['total']:.2f} s against {agent:.2f} s).",
+            f"- The real run took {real['total'] - median_parent['total']:+.2f} s beyond the parent's own work "
+            "(hand-offs, waiting, sharing two cores with the agent).",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100 x 20,000 bars instead of 100 x 100,000")
+    parser.add_argument("--repeats", type=int, default=3, help="replays and agent-alone runs (default 3)")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave bench/RESULTS.md alone")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    text = render(measure(100, 20_000 if args.quick else 100_000, args.repeats))
+    print(text)
+    if not args.no_write:
+        write_results(text, section=SECTION)
+        print(f"wrote the {SECTION} section of bench/RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
