@@ -202,6 +202,22 @@ def test_expiring_orders_are_withdrawn_after_their_time_and_market_orders_never_
     assert broker.event_log["d0-1"][-1]["reason"] == "OCO: order 1 cancelled"  # its group went with it
 
 
+def test_oco_partners_expiring_on_one_bar_are_each_withdrawn_once() -> None:
+    """Found by the random flows of test_broker_invariants: the first partner's expiry withdrew
+    the second through the group, and the expiry loop then withdrew it again (two "cancelled"
+    events for one order, and two updates for the agent)."""
+    broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000), track_updates=True)
+    broker.on_bar(0, 0, bar(100, 100, 100, 100))
+    decide(broker, 0, action="BUY", quantity=1, order_type="limit", limit_price=90, expires_at=0)
+    stop_loss = {"action": "SELL", "quantity": 1, "order_type": "stop", "stop_price": 80}
+    decide(broker, 0, seq=1, expires_at=0, oco="0000000-000", **stop_loss)
+    broker.on_bar(1, DAY, bar(100, 100, 100, 100))
+    assert not broker.open_orders()
+    for did in ("d0-0", "d0-1"):
+        assert [e["type"] for e in broker.event_log[did]] == ["submitted", "cancelled"], broker.event_log[did]
+    assert sorted(update[1] for update in broker.take_updates()) == ["cancelled", "expired"]
+
+
 def test_cancel_withdraws_an_open_order_and_a_stale_cancel_is_rejected() -> None:
     broker = Broker(SYMBOLS, BacktestSettings(initial_cash=100_000))
     broker.on_bar(0, 0, bar(100, 100, 100, 100))

@@ -576,7 +576,8 @@ class Broker:
             ready.append((order, delta, base))
         self.pending = waiting
         for order in expired:
-            self._withdraw(order, ts_ns, "expired", bar)
+            if order.open:  # an OCO partner or bracket sibling that expired too may have taken it already
+                self._withdraw(order, ts_ns, "expired", bar)
         if any(item[0].oco is not None for item in ready):
             ready = _sells_first_oco_in_placement_order(ready)
         else:
