@@ -158,9 +158,17 @@ def test_random_order_flows_keep_the_honest_fill_contract(seed: int, name: str) 
                 "filled after expiry"
             )
         waits = event.get("parent_order_id") is not None  # a bracket exit waits for its entry
-        if event["order_type"] == "market" and not waits and not settings.costs.slippage_bps:
-            first_open = next(u for u in range(placed[did] + 1, N_BARS) if blocks[u, 0, i] == blocks[u, 0, i])
-            assert (t, fill.price) == (first_open, blocks[t, 0, i]), "a market order fills at the next open"
+        if not waits and not settings.costs.slippage_bps:  # the exact prices of the simple kinds
+            first = next(u for u in range(placed[did] + 1, N_BARS) if blocks[u, 0, i] == blocks[u, 0, i])
+            o, c = blocks[t, 0, i], blocks[t, 3, i]
+            if event["order_type"] == "market":
+                assert (t, fill.price) == (first, o), "a market order fills at the next open"
+            elif event["order_type"] == "market_on_close":
+                assert (t, fill.price) == (first, c), "a market-on-close order fills at the next close"
+            elif event["order_type"] == "stop":  # at the stop, or at the open when it gapped through
+                stop = event["stop_price"]
+                gapped = o >= stop if fill.side == "BUY" else o <= stop
+                assert fill.price == pytest.approx(o if gapped else stop), "a stop fills at its level"
 
     # Bracket exits only from the bar after their entry filled; OCO groups fill at most once.
     group: dict[int, int] = {}
