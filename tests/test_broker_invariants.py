@@ -94,12 +94,13 @@ def _run(seed: int, settings: BacktestSettings):
     broker = Broker(SYMBOLS, settings)
     mirror = Broker(SYMBOLS, settings, record=False, track_updates=True)  # what the agent's process runs
     refs: list[str] = []
+    told: list[tuple] = []  # the order updates the agent is given (the mirror's), in order
     placed: dict[str, int] = {}  # decision id -> bar it was decided on
     cash, equity, positions = [], [], []
     for t in range(N_BARS):
         broker.on_bar(t, t * DAY, blocks[t])
         mirror.on_bar(t, t * DAY, blocks[t])
-        mirror.take_updates()
+        told.extend(mirror.take_updates())
         assert (mirror.cash, mirror.equity) == (broker.cash, broker.equity), "the mirror drifted"
         cash.append(broker.cash)
         equity.append(broker.equity)
@@ -110,10 +111,11 @@ def _run(seed: int, settings: BacktestSettings):
             did = f"d{t}-{seq}"
             placed[did] = t
             mirror.submit(checked, None, t, t * DAY, seq)
+            told.extend(mirror.take_updates())  # a CANCEL is applied at once
             if broker.submit(checked, did, t, t * DAY, seq) is not None:
                 refs.append(order_ref(t, seq))
     broker.cancel_all((N_BARS - 1) * DAY, "run ended")
-    return broker, blocks, placed, np.array(cash), np.array(equity), np.array(positions)
+    return broker, blocks, placed, np.array(cash), np.array(equity), np.array(positions), told
 
 
 SETTINGS = {
@@ -127,11 +129,11 @@ SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("seed", range(40))
 @pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_random_order_flows_keep_the_honest_fill_contract(seed: int, name: str) -> None:
     settings = SETTINGS[name]
-    broker, blocks, placed, cash, equity, positions = _run(seed, settings)
+    broker, blocks, placed, cash, equity, positions, told = _run(seed, settings)
     fills = broker.fills
     log = broker.event_log
     submitted = {
@@ -189,17 +191,29 @@ def test_random_order_flows_keep_the_honest_fill_contract(seed: int, name: str) 
         fills_per_group[root(order_id)] += 1
     assert max(fills_per_group.values()) == 1, "two orders of one OCO group filled"
 
-    # Every order left the book exactly once (filled, cancelled or rejected; the rest at the end).
+    # Every order left the book exactly once (filled, cancelled or rejected; the rest at the end),
+    # and the agent is told what the log says: one update per order that left during the run, with
+    # the same outcome (and, for a fill, the same side, size and price).
     endings: dict[int, int] = defaultdict(int)
+    logged: dict[int, str] = {}
     for did, events in log.items():
         for e in events:
-            if (
-                e["type"] in ("filled", "cancelled", "rejected")
-                and "order_id" in e
-                and submitted[e["order_id"]][0] == did
-            ):
+            ending = e["type"] in ("filled", "cancelled", "rejected") and "order_id" in e
+            if ending and submitted[e["order_id"]][0] == did:  # on its own decision's row
                 endings[e["order_id"]] += 1
+                expired = e["type"] == "cancelled" and e["reason"] == "expired"
+                logged[e["order_id"]] = "expired" if expired else e["type"]
     assert set(endings) == set(submitted) and set(endings.values()) == {1}
+    fill_of = {f.order_id: (f.side, f.quantity, f.price) for f in fills}
+    updates = {}
+    for order, status, side, quantity, price, _ in told:
+        assert order.order_id not in updates, "the agent was told twice about one order"
+        updates[order.order_id] = status
+        if status == "filled":
+            assert (side, quantity, price) == fill_of[order.order_id]
+    ended_by_run = {oid for oid in logged if oid not in updates}
+    assert {k: v for k, v in logged.items() if k not in ended_by_run} == updates
+    assert all(logged[oid] == "cancelled" for oid in ended_by_run)
 
     # The book adds up to the fills, bar by bar at the end, and equity marks it to the close.
     signed = defaultdict(float)
