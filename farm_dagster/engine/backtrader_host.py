@@ -198,11 +198,7 @@ class _Recorder:
         self.pending.append((order, wire))
 
     def on_cancel(self, order: bt.Order) -> None:
-        """Cancel of an order not yet sent to the parent: drop it. Of a live sent one: a CANCEL decision."""
-        for k, (pending, _) in enumerate(self.pending):
-            if pending is order:
-                del self.pending[k]
-                return
+        """Cancel of a live order sent on an earlier bar: a CANCEL decision."""
         ref = self.refs.get(order.ref)
         if ref is not None and order.alive():
             symbol = getattr(order.data, "_name", self.default_symbol)
@@ -269,7 +265,10 @@ class MirrorBroker(bt.brokers.BackBroker):
         return super().submit(order, check=check)
 
     def cancel(self, order: bt.Order, bracket: bool = False) -> Any:
-        if not bracket:  # bracket=True: backtrader's own cascade, which the trusted broker applies too
+        # Backtrader cancels only accepted orders (its ``pending`` list): one placed during this
+        # bar is still ``submitted``, and cancelling it is a no-op there, so it stays and is sent.
+        # bracket=True is backtrader's own cascade, which the trusted broker applies too.
+        if not bracket and order in self.pending:
             self.recorder.on_cancel(order)
         return super().cancel(order, bracket=bracket)
 
