@@ -570,8 +570,7 @@ class Broker:
                     if equity_now is None:
                         marks = np.where(opens == opens, opens, self.last_price)
                         equity_now = self.cash + float(self.positions @ marks)
-                    sized = order.target_percent * equity_now / base
-                    target = math.trunc(sized) if sized - sized == 0.0 else held[i]  # finite book only
+                    target = percent_target(order.target_percent, equity_now, base, held[i])
                 delta = target - held[i]
             ready.append((order, delta, base))
         self.pending = waiting
@@ -876,6 +875,17 @@ def _limit_base(buying: bool, limit: float, o: float, h: float, lo: float) -> fl
     if buying:
         return min(o, limit) if lo <= limit else None
     return max(o, limit) if h >= limit else None
+
+
+def percent_target(percent: float, equity: float, price: float | None, held: float) -> float:
+    """Whole shares (toward zero) that ``percent`` of ``equity`` buys at ``price``: how a percent
+    target is sized at its fill, and how the log reads it at decision time. ``held`` (no change)
+    when that has no size: no price, or a book that is not finite (the share limit in the checks
+    keeps it finite)."""
+    if not price:
+        return held
+    sized = percent * equity / price
+    return math.trunc(sized) if sized - sized == 0.0 else held
 
 
 def _buys_last(item: tuple[Order, float, float]) -> bool:

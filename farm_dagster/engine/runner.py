@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from farm_dagster.engine import protocol
-from farm_dagster.engine.broker import Broker, Trade, events_json, iso_many
+from farm_dagster.engine.broker import Broker, Trade, events_json, iso_many, percent_target
 from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.identity import code_hash as _code_hash
 from farm_dagster.engine.identity import result_id as _result_id
@@ -200,10 +200,8 @@ class _Run:
                 if action == "TARGET":
                     if d.target_shares is not None:
                         target = d.target_shares
-                    elif price and equity - equity == 0.0:  # a finite book (the share limit keeps it so)
-                        target = math.trunc(d.target_percent * equity / price)
                     else:
-                        target = held[i]
+                        target = percent_target(d.target_percent, equity, price, held[i])
                     delta = target - held[i]
                     action = "BUY" if delta > 0 else "SELL" if delta < 0 else "HOLD"
                     quantity = abs(delta)
