@@ -20,7 +20,6 @@ bar (history, mirror broker, the agent's code, encoding its answers) with no wai
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ for path in (ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_engine import BENCH_AGENT, SEED, machine, write_results  # noqa: E402
+from bench_engine import BENCH_AGENT, SEED, _middle, machine, write_results  # noqa: E402
 
 from farm_dagster.engine import host, protocol, runner  # noqa: E402
 from farm_dagster.engine.costs import BacktestSettings  # noqa: E402
@@ -149,16 +148,13 @@ def measure(n_symbols: int, n_bars: int, repeats: int) -> dict[str, Any]:
     return {"real": real_phases, "parent": parent, "agent": agent, "n_symbols": n_symbols, "n_bars": n_bars}
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median_low(values)
-
-
 def render(m: dict[str, Any]) -> str:
     info = machine()
     real, parent = m["real"], m["parent"]
-    median_parent = {key: _median([p[key] for p in parent]) for key in parent[0]}
+    # The median run, whole (its phases add up), chosen as bench_engine.py chooses its own.
+    median_parent = sorted(parent, key=lambda p: p["total"])[_middle(len(parent))]
     spread = f"{min(p['total'] for p in parent):.2f}-{max(p['total'] for p in parent):.2f}s"
-    agent = _median(m["agent"])
+    agent = sorted(m["agent"])[_middle(len(m["agent"]))]
     pace = "the parent" if median_parent["total"] > agent else "the agent's process"
     return "\n".join(
         [
@@ -166,7 +162,7 @@ def render(m: dict[str, Any]) -> str:
             "",
             f"Machine: {info['cpu']}, nproc={info['nproc']}, Python {info['python']}. Run: {info['date']}. "
             f"Case: {m['n_symbols']} synthetic symbols x {m['n_bars']:,} bars, `examples/ma_crossover.py`; "
-            f"medians of {len(parent)} runs (lower middle of an even count).",
+            f"median runs of {len(parent)} (the lower middle one of an even count).",
             "",
             "| what | total (s) | startup (s) | stream (s) | result frames (s) | notes |",
             "|---|---:|---:|---:|---:|---|",
