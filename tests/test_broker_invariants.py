@@ -7,8 +7,8 @@ the rules that must hold whatever the flow are checked on the outcome: no fill b
 after the decision, never outside the bar's range, limits respected, at most one fill per order
 and per OCO group, bracket exits only after their entry, nothing after expiry, and cash,
 positions and equity that add up to the fills, and the agent's mirror broker (which keeps no
-log) agreeing with the trusted one to the last bit on every bar. The same flows are what a compiled broker will be
-held to (see bench/RESULTS.md).
+log) agreeing with the trusted one to the last bit on every bar. The same flows hold the compiled
+book (``engine/book.py``) to the Python broker, in ``test_book.py``.
 """
 
 from __future__ import annotations

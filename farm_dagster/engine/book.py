@@ -1,0 +1,1349 @@
+"""The trusted booking compiled: the rules of :mod:`farm_dagster.engine.broker` over arrays (numba).
+
+Why: on a long run the parent's booking in Python (orders as objects, events as tuples, one
+interpreted step per fill) is about half of the trusted parent's CPU, and the parent sets the
+pace of a run (see bench/RESULTS.md). Here orders, fills, trades and events are typed columns
+and a chunk of bars is booked in one compiled call.
+
+The rules are the ones :class:`~farm_dagster.engine.broker.Broker` documents, step for step and
+in the same order (fills, expiries, OCO groups, brackets, sells before buys, cash and short
+checks, round-trip trades), so both give the same fills, trades and events; the tests hold them
+to that on the random order flows of ``tests/test_broker_invariants.py``. One difference by
+design: sums over symbols (the book's value, borrow fees) run in symbol order here, where the
+Python broker uses numpy's BLAS dot, whose order depends on the machine's CPU. The values agree to
+the last bits of a double, not always bit for bit.
+
+What stays in Python: the field checks of each decision (they produce text), and turning the
+columns into FMEL texts and frames (:class:`CompiledBook`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[attr-defined]
+from typing import Any, NamedTuple
+
+import numba as nb
+import numpy as np
+import orjson
+
+from farm_dagster.engine.broker import Fill, Trade, iso, iso_many
+from farm_dagster.engine.broker import event_json as _json_text
+from farm_dagster.engine.costs import BacktestSettings
+from farm_dagster.engine.protocol import CheckedDecision, parse_order_ref
+
+# ----------------------------------------------------------------------------------------- codes
+BUY, SELL, TARGET, CANCEL = 1, 2, 3, 4
+ACTION_CODES = {"BUY": BUY, "SELL": SELL, "TARGET": TARGET, "CANCEL": CANCEL}
+MARKET, LIMIT, STOP, STOP_LIMIT, TRAILING_STOP, TRAILING_STOP_LIMIT, MARKET_ON_CLOSE = range(7)
+TYPE_CODES = {
+    "market": MARKET,
+    "limit": LIMIT,
+    "stop": STOP,
+    "stop_limit": STOP_LIMIT,
+    "trailing_stop": TRAILING_STOP,
+    "trailing_stop_limit": TRAILING_STOP_LIMIT,
+    "market_on_close": MARKET_ON_CLOSE,
+}
+TYPE_NAMES = {code: name for name, code in TYPE_CODES.items()}
+# event kinds
+EV_SUBMITTED, EV_FILLED, EV_CANCELLED, EV_REJECTED, EV_REJECTED_DECISION, EV_OPENED, EV_CLOSED = range(7)
+# reasons of cancelled/rejected events (numbers in the event's f0/f1, an order id in i1)
+R_AT_TARGET, R_SHORT, R_CASH, R_BY_AGENT, R_EXPIRED, R_OCO, R_PARENT, R_BRACKET, R_RUN_END = range(9)
+R_NO_PARENT, R_NO_ORDER = 9, 10  # rejected_decision: a bracket child or a CANCEL that finds nothing
+OUTCOMES = ("filled", "cancelled", "rejected")
+FILLED, CANCELLED, REJECTED = range(3)
+SIZE_NAMES = ("quantity", "target_shares", "target_percent")
+
+_EPS = 1e-9
+_NEVER = 2**62
+_NS_PER_YEAR = 365.25 * 24 * 3600 * 1e9
+# si: integer scalars of the book
+I_ORDERS, I_EVENTS, I_FILLS, I_TRADES, I_PENDING, I_PREV_TS, I_HAS_PREV, I_BAR, I_GROUPS, I_CLOSED = range(10)
+# sf: float scalars of the book
+F_CASH, F_BORROW, F_EQUITY, F_POSVALUE = range(4)
+
+
+class Orders(NamedTuple):
+    dec: np.ndarray  # int64: the decision it came from (its FMEL row owns the order's events)
+    sym: np.ndarray
+    action: np.ndarray  # BUY | SELL | TARGET
+    qty: np.ndarray  # float64, NaN = absent (also target_shares, target_percent, limit, ...)
+    tshares: np.ndarray
+    tpct: np.ndarray
+    otype: np.ndarray
+    limit: np.ndarray
+    stop: np.ndarray
+    trail_amt: np.ndarray
+    trail_pct: np.ndarray
+    limit_offset: np.ndarray
+    has_exp: np.ndarray  # bool
+    exp: np.ndarray  # int64 ns
+    active_from: np.ndarray  # int64 bar
+    triggered: np.ndarray  # bool
+    is_open: np.ndarray  # bool
+    linked: np.ndarray  # bool
+    group: np.ndarray  # int64 OCO group, -1 none
+    next_in_group: np.ndarray  # int64, -1 end
+    parent: np.ndarray  # int64 order index, -1 none
+    first_child: np.ndarray  # int64 order index, -1 none
+    next_sibling: np.ndarray
+    last_child: np.ndarray
+
+
+class Events(NamedTuple):
+    kind: np.ndarray  # int8 EV_*
+    owner: np.ndarray  # int64 decision index
+    ts: np.ndarray
+    oid: np.ndarray  # order id (1-based), or the symbol of a trade event
+    i1: np.ndarray  # submitted: parent order id | reasons: an order id
+    i2: np.ndarray  # submitted: oco order id | reasons: outcome
+    i3: np.ndarray  # submitted: expires_at ns (i3 valid when code bit 8 set)
+    code: np.ndarray  # submitted: size kind * 16 + order type (+256 with expiry) | side | direction | reason
+    f: np.ndarray  # (n, 5) float64
+
+
+class Fills(NamedTuple):
+    oid: np.ndarray
+    dec: np.ndarray
+    ts: np.ndarray
+    sym: np.ndarray
+    side: np.ndarray  # +1 BUY, -1 SELL
+    qty: np.ndarray
+    price: np.ndarray
+    commission: np.ndarray
+    slippage: np.ndarray
+
+
+class Trades(NamedTuple):
+    sym: np.ndarray
+    direction: np.ndarray  # +1 long, -1 short
+    entry_ts: np.ndarray
+    exit_ts: np.ndarray
+    closed: np.ndarray  # bool
+    quantity: np.ndarray
+    entry_notional: np.ndarray
+    exit_qty: np.ndarray
+    exit_notional: np.ndarray
+    pnl: np.ndarray
+    dec: np.ndarray
+
+
+class Decisions(NamedTuple):
+    """The decisions of a chunk that reach the book (checked, not HOLD), in decision order."""
+
+    k: np.ndarray  # int64 decision index (owner of its events)
+    bar: np.ndarray
+    seq: np.ndarray
+    sym: np.ndarray
+    action: np.ndarray
+    otype: np.ndarray
+    qty: np.ndarray
+    tshares: np.ndarray
+    tpct: np.ndarray
+    limit: np.ndarray
+    stop: np.ndarray
+    trail_amt: np.ndarray
+    trail_pct: np.ndarray
+    has_exp: np.ndarray
+    exp: np.ndarray
+    parent_dec: np.ndarray  # decision index of parent_ref (-1 none, -2 names no decision)
+    oco_dec: np.ndarray  # decision index of oco (-1 none, -2 names no decision)
+    ref_dec: np.ndarray  # CANCEL: decision index of order_ref (-2 names no decision)
+
+
+# ------------------------------------------------------------------------------------ the kernel
+_JIT = {"cache": True, "nogil": True}
+
+
+@nb.njit(**_JIT, inline="always")
+def _event(ev, si, kind, owner, ts, oid, code, f0=np.nan, f1=np.nan, f2=np.nan, f3=np.nan, i1=-1, i2=-1):
+    n = si[I_EVENTS]
+    ev.kind[n] = kind
+    ev.owner[n] = owner
+    ev.ts[n] = ts
+    ev.oid[n] = oid
+    ev.code[n] = code
+    ev.i1[n] = i1
+    ev.i2[n] = i2
+    ev.i3[n] = 0
+    ev.f[n, 0] = f0
+    ev.f[n, 1] = f1
+    ev.f[n, 2] = f2
+    ev.f[n, 3] = f3
+    ev.f[n, 4] = np.nan
+    si[I_EVENTS] = n + 1
+
+
+@nb.njit(**_JIT, inline="always")
+def _remove_pending(pending, si, o):
+    n = si[I_PENDING]
+    for j in range(n):
+        if pending[j] == o:
+            for m in range(j, n - 1):
+                pending[m] = pending[m + 1]
+            si[I_PENDING] = n - 1
+            return
+
+
+@nb.njit(**_JIT)
+def _take_off(od, ev, si, pending, o, ts, reason, ref_oid, outcome, also):
+    """An open order leaves the book as cancelled: its events (what Broker._withdraw does first)."""
+    od.is_open[o] = False
+    _remove_pending(pending, si, o)
+    _event(ev, si, EV_CANCELLED, od.dec[o], ts, o + 1, reason, i1=ref_oid, i2=outcome)
+    if also >= 0:
+        _event(ev, si, EV_CANCELLED, also, ts, o + 1, reason, i1=ref_oid, i2=outcome)
+
+
+@nb.njit(**_JIT)
+def _withdraw(od, ev, si, pending, o, ts, reason, ref_oid, outcome, also, bar, grp_head, grp_alive):
+    """Take an open order off the book as cancelled, then settle its links (Broker._withdraw)."""
+    _take_off(od, ev, si, pending, o, ts, reason, ref_oid, outcome, also)
+    if od.linked[o]:
+        _settle(od, ev, si, pending, o, CANCELLED, bar, ts, grp_head, grp_alive)
+
+
+@nb.njit(**_JIT)
+def _settle(od, ev, si, pending, o, outcome, bar, ts, grp_head, grp_alive):
+    """``o`` left the book: its OCO group, then its bracket children, then its bracket siblings
+    (Broker._settle). Each order withdrawn here settles its own links before the walk goes on, as
+    the broker's recursion does; the recursion is unrolled into a stack of walks because compiled
+    recursive functions cannot be cached. A walk: (order, outcome, phase, cursor, group)."""
+    depth_max = pending.shape[0] + 2
+    s_o = np.empty(depth_max, dtype=np.int64)
+    s_out = np.empty(depth_max, dtype=np.int64)
+    s_phase = np.empty(depth_max, dtype=np.int64)
+    s_cur = np.empty(depth_max, dtype=np.int64)
+    s_g = np.empty(depth_max, dtype=np.int64)
+    s_o[0], s_out[0], s_phase[0], s_cur[0], s_g[0] = o, outcome, -1, -1, -1
+    top = 0
+    while top >= 0:
+        me, why, phase = s_o[top], s_out[top], s_phase[top]
+        nxt = -1  # an order this walk withdraws next (its own walk runs before this one goes on)
+        reason = 0
+        if phase == -1:  # start: leave the OCO group
+            g = od.group[me]
+            s_g[top] = g
+            s_cur[top] = -1
+            if g >= 0:
+                od.group[me] = -1
+                s_cur[top] = grp_head[g]
+            s_phase[top] = 0
+            continue
+        if phase == 0:  # the group's other open members, in the order they joined
+            g = s_g[top]
+            if g >= 0:
+                cur = s_cur[top]
+                while cur >= 0 and grp_alive[g]:
+                    other = cur
+                    cur = od.next_in_group[other]
+                    if other != me and od.is_open[other]:
+                        od.group[other] = -1
+                        nxt, reason = other, R_OCO
+                        break
+                s_cur[top] = cur
+                if nxt < 0:
+                    grp_alive[g] = False
+            if nxt < 0:
+                s_phase[top] = 1
+                s_cur[top] = od.first_child[me]
+                if why == FILLED:  # children may fill from the next bar on
+                    child = od.first_child[me]
+                    while child >= 0:
+                        if od.is_open[child]:
+                            od.active_from[child] = bar + 1
+                        child = od.next_sibling[child]
+                    s_cur[top] = -1
+                continue
+        elif phase == 1:  # bracket children of a parent that did not fill
+            cur = s_cur[top]
+            while cur >= 0:
+                child = cur
+                cur = od.next_sibling[child]
+                if od.is_open[child]:
+                    nxt, reason = child, R_PARENT
+                    break
+            s_cur[top] = cur
+            if nxt < 0:
+                s_phase[top] = 2
+                p = od.parent[me]
+                s_cur[top] = od.first_child[p] if p >= 0 else -1
+                continue
+        elif phase == 2:  # bracket siblings
+            cur = s_cur[top]
+            while cur >= 0:
+                sibling = cur
+                cur = od.next_sibling[sibling]
+                if sibling != me and od.is_open[sibling]:
+                    nxt, reason = sibling, R_BRACKET
+                    break
+            s_cur[top] = cur
+            if nxt < 0:
+                top -= 1
+                continue
+        _take_off(od, ev, si, pending, nxt, ts, reason, me + 1, why, -1)
+        if od.linked[nxt]:
+            top += 1
+            s_o[top], s_out[top], s_phase[top], s_cur[top], s_g[top] = nxt, CANCELLED, -1, -1, -1
+
+
+@nb.njit(**_JIT, inline="always")
+def _limit_base(buying, limit, o, h, lo):
+    if buying:
+        return min(o, limit) if lo <= limit else np.nan
+    return max(o, limit) if h >= limit else np.nan
+
+
+@nb.njit(**_JIT, inline="always")
+def _stop_limit_base(od, k, buying, stop, o, h, lo, c):
+    limit = od.limit[k]
+    if od.triggered[k]:
+        return _limit_base(buying, limit, o, h, lo)
+    if buying:
+        if o >= stop:
+            od.triggered[k] = True
+            return _limit_base(True, limit, o, h, lo)
+        if h < stop:
+            return np.nan
+        od.triggered[k] = True
+        if limit >= stop:
+            return stop
+        return limit if (o > c and limit >= c) else np.nan
+    if o <= stop:
+        od.triggered[k] = True
+        return _limit_base(False, limit, o, h, lo)
+    if lo > stop:
+        return np.nan
+    od.triggered[k] = True
+    if limit <= stop:
+        return stop
+    return limit if (o <= c and limit <= c) else np.nan
+
+
+@nb.njit(**_JIT, inline="always")
+def _trail(od, k, close):
+    amount = od.trail_amt[k]
+    if amount != amount or amount == 0.0:  # ``trail_amount or close * trail_percent``
+        amount = close * od.trail_pct[k]
+    if od.action[k] == BUY:
+        od.stop[k] = min(od.stop[k], close + amount)
+    else:
+        od.stop[k] = max(od.stop[k], close - amount)
+    if od.limit_offset[k] == od.limit_offset[k]:
+        od.limit[k] = od.stop[k] - od.limit_offset[k]
+
+
+@nb.njit(**_JIT, inline="always")
+def _direction(od, k, sf, positions, last_price):
+    a = od.action[k]
+    if a == BUY:
+        return 1
+    if a == SELL:
+        return -1
+    target = od.tshares[k]
+    i = od.sym[k]
+    if target != target:
+        equity = sf[F_EQUITY] if sf[F_EQUITY] > 0 else 0.0
+        price = last_price[i]
+        if price == 0.0:  # ``last_price or 1.0``
+            price = 1.0
+        target = od.tpct[k] * equity / price
+    return 1 if target > positions[i] else -1
+
+
+@nb.njit(**_JIT, inline="always")
+def _trigger(od, k, sf, positions, last_price, o, h, lo, c):
+    kind = od.otype[k]
+    if kind == MARKET_ON_CLOSE:
+        return c
+    if kind == LIMIT:
+        return _limit_base(_direction(od, k, sf, positions, last_price) > 0, od.limit[k], o, h, lo)
+    buying = od.action[k] == BUY
+    stop = od.stop[k]
+    if kind in (STOP, TRAILING_STOP):
+        if buying:
+            base = o if o >= stop else (stop if h >= stop else np.nan)
+        else:
+            base = o if o <= stop else (stop if lo <= stop else np.nan)
+        if base != base and kind == TRAILING_STOP:
+            _trail(od, k, c)
+        return base
+    if kind == TRAILING_STOP_LIMIT:
+        was = od.triggered[k]
+        base = _stop_limit_base(od, k, buying, stop, o, h, lo, c)
+        if base != base and not was:
+            _trail(od, k, c)
+        return base
+    return _stop_limit_base(od, k, buying, stop, o, h, lo, c)
+
+
+@nb.njit(**_JIT, inline="always")
+def _commission(costs, shares, price):
+    if shares == 0:
+        return 0.0
+    fee = costs[0] * shares + costs[1] * shares * price
+    return max(costs[2], fee)
+
+
+@nb.njit(**_JIT, inline="always")
+def _percent_target(percent, equity, price, held):
+    if price == 0.0 or price != price:
+        return held
+    sized = percent * equity / price
+    if sized - sized == 0.0:
+        return float(np.trunc(sized))
+    return held
+
+
+@nb.njit(**_JIT, inline="always")
+def _book_trade(od, ev, tr, si, trade_of, closed_order, o, i, pos, delta, price, commission, ts):
+    t = trade_of[i]
+    remaining = abs(delta)
+    owner = od.dec[o]
+    if t >= 0:
+        direction = tr.direction[t]
+        if direction * delta > 0:
+            tr.quantity[t] += remaining
+            tr.entry_notional[t] += remaining * price
+            tr.pnl[t] -= commission
+            return
+        closing = min(remaining, abs(pos))
+        avg = tr.entry_notional[t] / tr.quantity[t]
+        tr.pnl[t] += direction * closing * (price - avg) - commission * closing / remaining
+        tr.exit_qty[t] += closing
+        tr.exit_notional[t] += closing * price
+        remaining -= closing
+        if abs(pos + delta) < _EPS or direction * (pos + delta) < 0:
+            tr.exit_ts[t] = ts
+            tr.closed[t] = True
+            closed_order[si[I_CLOSED]] = t
+            si[I_CLOSED] += 1
+            trade_of[i] = -1
+            exit_price = tr.exit_notional[t] / tr.exit_qty[t] if tr.exit_qty[t] else np.nan
+            _event(
+                ev, si, EV_CLOSED, owner, ts, i, direction,
+                tr.quantity[t], tr.entry_notional[t] / tr.quantity[t], exit_price, tr.pnl[t],
+            )  # fmt: skip
+        if remaining < _EPS:
+            return
+    direction = 1 if delta > 0 else -1
+    t = si[I_TRADES]
+    si[I_TRADES] = t + 1
+    tr.sym[t] = i
+    tr.direction[t] = direction
+    tr.entry_ts[t] = ts
+    tr.exit_ts[t] = 0
+    tr.closed[t] = False
+    tr.quantity[t] = remaining
+    tr.entry_notional[t] = remaining * price
+    tr.exit_qty[t] = 0.0
+    tr.exit_notional[t] = 0.0
+    tr.pnl[t] = -commission * remaining / abs(delta)
+    tr.dec[t] = owner
+    trade_of[i] = t
+    _event(ev, si, EV_OPENED, owner, ts, i, direction, remaining, price)
+
+
+@nb.njit(**_JIT, inline="always")
+def _execute(
+    od,
+    ev,
+    fl,
+    tr,
+    si,
+    sf,
+    costs,
+    allow_short,
+    positions,
+    trade_of,
+    closed_order,
+    o,
+    delta,
+    base,
+    ts,
+    high,
+    low,
+):
+    """Fill order ``o`` at ``base`` (Broker._execute): FILLED | CANCELLED | REJECTED."""
+    i = od.sym[o]
+    pos = positions[i]
+    owner = od.dec[o]
+    if abs(delta) < _EPS:
+        _event(ev, si, EV_CANCELLED, owner, ts, o + 1, R_AT_TARGET)
+        return CANCELLED
+    side = 1 if delta > 0 else -1
+    price = base * (1 + side * costs[3] / 10_000) + side * costs[4] * (high - low)
+    limit = od.limit[o]
+    if limit == limit:
+        price = min(price, limit) if side > 0 else max(price, limit)
+    if price < low:
+        price = low
+    elif price > high:
+        price = high
+    if side < 0 and not allow_short and pos + delta < -_EPS:
+        _event(ev, si, EV_REJECTED, owner, ts, o + 1, R_SHORT, pos, -delta)
+        return REJECTED
+    qty = abs(delta)
+    commission = _commission(costs, qty, price)
+    cash = sf[F_CASH]
+    if side > 0 and qty * price + commission > cash + _EPS:
+        if od.action[o] == TARGET:
+            per_share = price * (1 + costs[1]) + costs[0]
+            qty = np.floor(max(cash, 0.0) / per_share)
+            while qty > 0 and qty * price + _commission(costs, qty, price) > cash + _EPS:
+                qty -= 1
+            commission = _commission(costs, qty, price)
+        if qty <= 0 or qty * price + commission > cash + _EPS:
+            need = abs(delta) * price + _commission(costs, abs(delta), price)
+            _event(ev, si, EV_REJECTED, owner, ts, o + 1, R_CASH, need, cash)
+            return REJECTED
+        delta = qty
+    sf[F_CASH] = cash - (side * qty * price + commission)
+    positions[i] = pos + delta
+    n = si[I_FILLS]
+    fl.oid[n] = o + 1
+    fl.dec[n] = owner
+    fl.ts[n] = ts
+    fl.sym[n] = i
+    fl.side[n] = side
+    fl.qty[n] = qty
+    fl.price[n] = price
+    fl.commission[n] = commission
+    fl.slippage[n] = abs(price - base) * qty
+    si[I_FILLS] = n + 1
+    _event(ev, si, EV_FILLED, owner, ts, o + 1, side, price, qty, commission)
+    _book_trade(od, ev, tr, si, trade_of, closed_order, o, i, pos, side * qty, price, commission, ts)
+    return FILLED
+
+
+@nb.njit(**_JIT, inline="always")
+def _book_value(shares, prices, only_short):
+    """Sum of shares x price (of the short positions only, ``only_short``), exactly rounded: CPython's
+    ``math.fsum`` step for step (Shewchuk's partials, then its half-even fix), so the compiled
+    and the Python book (``broker.book_value``) give the same double. Not finite: a plain sum."""
+    partials = np.empty(64)
+    n = 0
+    plain = 0.0
+    finite = True
+    for i in range(shares.shape[0]):
+        if only_short and not shares[i] < 0:
+            continue
+        x = shares[i] * prices[i]
+        plain += x
+        if not finite or x == 0.0:  # a zero changes no exact sum (CPython walks it through, same result)
+            continue
+        m = 0
+        for j in range(n):
+            y = partials[j]
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            yr = hi - x
+            lo = y - yr
+            if lo != 0.0:
+                partials[m] = lo
+                m += 1
+            x = hi
+        n = m
+        if x != 0.0:
+            if x - x != 0.0:
+                finite = False  # an overflow on the way, or a summand that is not finite
+            elif n < 64:
+                partials[n] = x
+                n += 1
+            else:
+                finite = False  # never with doubles (at most ~40 partials); kept safe
+    if not finite:
+        return plain
+    hi = 0.0
+    if n > 0:
+        n -= 1
+        hi = partials[n]
+        lo = 0.0
+        while n > 0:
+            x = hi
+            n -= 1
+            y = partials[n]
+            hi = x + y
+            yr = hi - x
+            lo = y - yr
+            if lo != 0.0:
+                break
+        if n > 0 and ((lo < 0.0 and partials[n - 1] < 0.0) or (lo > 0.0 and partials[n - 1] > 0.0)):
+            y = lo * 2.0
+            x = hi + y
+            yr = x - hi
+            if y == yr:
+                hi = x
+    return hi
+
+
+@nb.njit(**_JIT, inline="always")
+def _on_bar(od, ev, fl, tr, si, sf, costs, allow_short, borrow_rate, positions, last_price, trade_of,
+            closed_order, pending, grp_head, grp_alive, scratch, t, ts, opens, highs, lows, closes):  # fmt: skip
+    """Broker.on_bar: borrow fees, fills of the eligible orders, mark to the close."""
+    si[I_BAR] = t
+    n_sym = positions.shape[0]
+    if borrow_rate > 0 and si[I_HAS_PREV]:
+        any_short = False
+        for i in range(n_sym):
+            if positions[i] < 0:
+                any_short = True
+        if any_short:
+            value = -_book_value(positions, last_price, True)
+            fee = value * borrow_rate * (ts - si[I_PREV_TS]) / _NS_PER_YEAR
+            sf[F_CASH] -= fee
+            sf[F_BORROW] += fee
+    si[I_PREV_TS] = ts
+    si[I_HAS_PREV] = 1
+    n_pending = si[I_PENDING]
+    if n_pending:
+        ready = scratch[0]  # order indices
+        ready_delta = scratch[1].view(np.float64)
+        ready_base = scratch[2].view(np.float64)
+        expired = scratch[3]
+        held = scratch[4].view(np.float64)
+        n_ready = 0
+        n_expired = 0
+        n_wait = 0
+        have_held = False
+        have_equity = False
+        equity_now = 0.0
+        for j in range(n_pending):
+            o = pending[j]
+            if od.has_exp[o] and ts > od.exp[o] and od.otype[o] != MARKET:
+                expired[n_expired] = o
+                n_expired += 1
+                continue
+            i = od.sym[o]
+            op, h, lo = opens[i], highs[i], lows[i]
+            if od.active_from[o] > t or not (op == op and h == h and lo == lo):
+                pending[n_wait] = o
+                n_wait += 1
+                continue
+            base = op
+            if od.otype[o] != MARKET:
+                base = _trigger(od, o, sf, positions, last_price, op, h, lo, closes[i])
+                if base != base:
+                    pending[n_wait] = o
+                    n_wait += 1
+                    continue
+            a = od.action[o]
+            if a == BUY:
+                delta = od.qty[o]
+            elif a == SELL:
+                delta = -od.qty[o]
+            else:
+                if not have_held:
+                    for m in range(n_sym):
+                        held[m] = positions[m]
+                    have_held = True
+                target = od.tshares[o]
+                if target != target:
+                    if not have_equity:
+                        marks = scratch[5].view(np.float64)[:n_sym]
+                        for m in range(n_sym):
+                            marks[m] = opens[m] if opens[m] == opens[m] else last_price[m]
+                        equity_now = sf[F_CASH] + _book_value(positions, marks, False)
+                        have_equity = True
+                    target = _percent_target(od.tpct[o], equity_now, base, held[i])
+                delta = target - held[i]
+            ready[n_ready] = o
+            ready_delta[n_ready] = delta
+            ready_base[n_ready] = base
+            n_ready += 1
+        si[I_PENDING] = n_wait
+        for j in range(n_expired):
+            o = expired[j]
+            if od.is_open[o]:
+                _withdraw(od, ev, si, pending, o, ts, R_EXPIRED, -1, CANCELLED, -1, t, grp_head, grp_alive)
+        # the fill order: sells first, then buys; an OCO group's members all take the place of its
+        # first-placed ready member (Broker._sells_first_oco_in_placement_order)
+        keys = scratch[5]
+        any_group = False
+        for j in range(n_ready):
+            if od.group[ready[j]] >= 0:
+                any_group = True
+        for j in range(n_ready):
+            keys[j] = 1 if ready_delta[j] > 0 else 0
+        if any_group:
+            for j in range(n_ready):
+                g = od.group[ready[j]]
+                if g >= 0:
+                    for m in range(j):
+                        if od.group[ready[m]] == g:
+                            keys[j] = keys[m]
+                            break
+        order_of = scratch[6]
+        n_sorted = 0
+        for key in range(2):
+            for j in range(n_ready):
+                if keys[j] == key:
+                    order_of[n_sorted] = j
+                    n_sorted += 1
+        for m in range(n_sorted):
+            j = order_of[m]
+            o = ready[j]
+            if not od.is_open[o]:
+                continue
+            i = od.sym[o]
+            outcome = _execute(od, ev, fl, tr, si, sf, costs, allow_short, positions, trade_of,
+                               closed_order, o, ready_delta[j], ready_base[j], ts, highs[i], lows[i])  # fmt: skip
+            od.is_open[o] = False
+            if od.linked[o]:
+                _settle(od, ev, si, pending, o, outcome, t, ts, grp_head, grp_alive)
+    for i in range(n_sym):
+        c = closes[i]
+        if c == c:
+            last_price[i] = c
+    value = _book_value(positions, last_price, False)
+    sf[F_POSVALUE] = value
+    sf[F_EQUITY] = sf[F_CASH] + value
+
+
+@nb.njit(**_JIT, inline="always")
+def _submit(od, ev, si, pending, grp_head, grp_tail, grp_alive, dec_order, last_price, dd, j, ts):
+    """Broker.submit for decision ``j`` of the chunk (a CANCEL too)."""
+    k = dd.k[j]
+    t = dd.bar[j]
+    if dd.action[j] == CANCEL:
+        r = dd.ref_dec[j]
+        o = dec_order[r] if r >= 0 else -1
+        if o < 0 or not od.is_open[o] or od.sym[o] != dd.sym[j]:
+            _event(ev, si, EV_REJECTED_DECISION, k, ts, -1, R_NO_ORDER)
+            return
+        _withdraw(od, ev, si, pending, o, ts, R_BY_AGENT, -1, CANCELLED, k, si[I_BAR], grp_head, grp_alive)
+        return
+    parent = -1
+    oco_with = -1
+    if dd.parent_dec[j] != -1:
+        r = dd.parent_dec[j]
+        parent = dec_order[r] if r >= 0 else -1
+        if parent >= 0 and not od.is_open[parent]:
+            parent = -1
+        if parent < 0:
+            _event(ev, si, EV_REJECTED_DECISION, k, ts, -1, R_NO_PARENT)
+            return
+    if dd.oco_dec[j] != -1:
+        r = dd.oco_dec[j]
+        oco_with = dec_order[r] if r >= 0 else -1
+        if oco_with >= 0 and not od.is_open[oco_with]:
+            oco_with = -1
+    i = dd.sym[j]
+    stop = dd.stop[j]
+    if stop != stop and dd.otype[j] == TRAILING_STOP:
+        close = last_price[i]
+        trail = dd.trail_amt[j]
+        if trail != trail or trail == 0.0:
+            trail = close * dd.trail_pct[j]
+        stop = close + trail if dd.action[j] == BUY else close - trail
+    o = si[I_ORDERS]
+    si[I_ORDERS] = o + 1
+    dec_order[k] = o
+    od.dec[o] = k
+    od.sym[o] = i
+    od.action[o] = dd.action[j]
+    od.qty[o] = dd.qty[j]
+    od.tshares[o] = dd.tshares[j]
+    od.tpct[o] = dd.tpct[j]
+    od.otype[o] = dd.otype[j]
+    od.limit[o] = dd.limit[j]
+    od.stop[o] = stop
+    od.trail_amt[o] = dd.trail_amt[j]
+    od.trail_pct[o] = dd.trail_pct[j]
+    od.limit_offset[o] = stop - dd.limit[j] if dd.otype[j] == TRAILING_STOP_LIMIT else np.nan
+    od.has_exp[o] = dd.has_exp[j]
+    od.exp[o] = dd.exp[j]
+    od.active_from[o] = t + 1
+    od.triggered[o] = False
+    od.is_open[o] = True
+    od.linked[o] = False
+    od.group[o] = -1
+    od.next_in_group[o] = -1
+    od.parent[o] = -1
+    od.first_child[o] = -1
+    od.next_sibling[o] = -1
+    od.last_child[o] = -1
+    if dd.qty[j] == dd.qty[j]:
+        size_kind, size = 0, dd.qty[j]
+    elif dd.tshares[j] == dd.tshares[j]:
+        size_kind, size = 1, dd.tshares[j]
+    else:
+        size_kind, size = 2, dd.tpct[j]
+    n = si[I_EVENTS]
+    _event(
+        ev, si, EV_SUBMITTED, k, ts, o + 1, size_kind * 16 + dd.otype[j] + (256 if dd.has_exp[j] else 0),
+        size, dd.limit[j], stop, dd.trail_amt[j],
+        i1=parent + 1 if parent >= 0 else -1, i2=oco_with + 1 if oco_with >= 0 else -1,
+    )  # fmt: skip
+    ev.f[n, 4] = dd.trail_pct[j]
+    ev.i3[n] = dd.exp[j]
+    if parent >= 0:
+        od.parent[o] = parent
+        od.linked[o] = True
+        od.active_from[o] = _NEVER
+        if od.first_child[parent] < 0:
+            od.first_child[parent] = o
+            od.linked[parent] = True
+        else:
+            od.next_sibling[od.last_child[parent]] = o
+        od.last_child[parent] = o
+    if oco_with >= 0:
+        g = od.group[oco_with]
+        if g < 0:
+            g = si[I_GROUPS]
+            si[I_GROUPS] = g + 1
+            grp_head[g] = oco_with
+            grp_tail[g] = oco_with
+            grp_alive[g] = True
+            od.group[oco_with] = g
+            od.linked[oco_with] = True
+        od.next_in_group[grp_tail[g]] = o
+        grp_tail[g] = o
+        od.group[o] = g
+        od.linked[o] = True
+    pending[si[I_PENDING]] = o
+    si[I_PENDING] += 1
+
+
+@nb.njit(**_JIT)
+def _book_chunk(od, ev, fl, tr, dd, si, sf, costs, allow_short, borrow_rate, positions, last_price,
+                trade_of, closed_order, pending, grp_head, grp_tail, grp_alive, dec_order, scratch,
+                lo, hi, timestamps, opens, highs, lows, closes, out_cash, out_posvalue, out_equity,
+                out_positions):  # fmt: skip
+    """Bars ``lo``..``hi - 1``: each bar's fills and marks, then its decisions (the runner's order)."""
+    j = 0
+    n_dec = dd.k.shape[0]
+    for t in range(lo, hi):
+        ts = timestamps[t]
+        _on_bar(od, ev, fl, tr, si, sf, costs, allow_short, borrow_rate, positions, last_price, trade_of,
+                closed_order, pending, grp_head, grp_alive, scratch, t, ts, opens[t], highs[t], lows[t],
+                closes[t])  # fmt: skip
+        out_cash[t] = sf[F_CASH]
+        out_posvalue[t] = sf[F_POSVALUE]
+        out_equity[t] = sf[F_EQUITY]
+        out_positions[t] = positions
+        while j < n_dec and dd.bar[j] == t:
+            _submit(od, ev, si, pending, grp_head, grp_tail, grp_alive, dec_order, last_price, dd, j, ts)
+            j += 1
+    return j
+
+
+@nb.njit(**_JIT)
+def _cancel_all(od, ev, si, pending, ts):
+    for j in range(si[I_PENDING]):
+        o = pending[j]
+        od.is_open[o] = False
+        _event(ev, si, EV_CANCELLED, od.dec[o], ts, o + 1, R_RUN_END)
+    si[I_PENDING] = 0
+
+
+# ----------------------------------------------------------------------------------- the wrapper
+def _grow(table: Any, need: int) -> Any:
+    """``table`` (a NamedTuple of columns) with room for ``need`` rows (capacity doubles)."""
+    size = len(table[0])
+    if need <= size:
+        return table
+    new = max(need, 2 * size, 64)
+    columns = []
+    for col in table:
+        grown = np.empty((new, *col.shape[1:]), dtype=col.dtype)
+        grown[:size] = col
+        columns.append(grown)
+    return type(table)(*columns)
+
+
+def _empty(kind: type, dtypes: dict[str, Any], n: int = 64) -> Any:
+    return kind(**{name: np.empty((n, 5) if name == "f" else n, dtype=dtypes.get(name, np.int64))
+                   for name in kind._fields})  # fmt: skip
+
+
+_F8 = np.float64
+_ORDER_DTYPES = {
+    **{
+        n: _F8
+        for n in (
+            "qty",
+            "tshares",
+            "tpct",
+            "limit",
+            "stop",
+            "trail_amt",
+            "trail_pct",
+            "limit_offset",
+        )
+    },
+    **{n: np.bool_ for n in ("has_exp", "triggered", "is_open", "linked")},
+    "action": np.int8,
+    "otype": np.int8,
+}
+_EVENT_DTYPES = {"kind": np.int8, "f": _F8}
+_FILL_DTYPES = {n: _F8 for n in ("qty", "price", "commission", "slippage")} | {"side": np.int8}
+_TRADE_DTYPES = {n: _F8 for n in ("quantity", "entry_notional", "exit_qty", "exit_notional", "pnl")} | {
+    "direction": np.int8,
+    "closed": np.bool_,
+}
+
+
+class CompiledBook:
+    """One run's trusted book in columns: feed decisions as they are checked, book bars in chunks.
+
+    ``add(k, bar, seq, decision)`` takes every logged decision (``k`` its index in the log); the
+    rejected ones and HOLDs are remembered for their texts only. ``advance(hi)`` books bars up to
+    ``hi`` (exclusive); the decisions of those bars must have been added.
+    """
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        settings: BacktestSettings,
+        timestamps: np.ndarray,
+        opens: np.ndarray,
+        highs: np.ndarray,
+        lows: np.ndarray,
+        closes: np.ndarray,
+    ) -> None:
+        self.symbols = tuple(symbols)
+        self.settings = settings
+        n_bars, n = len(timestamps), len(self.symbols)
+        self.timestamps = np.ascontiguousarray(timestamps, dtype=np.int64)
+        self.bars = tuple(np.ascontiguousarray(a, dtype=np.float64) for a in (opens, highs, lows, closes))
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+        c = settings.costs
+        self.costs = np.array(
+            [
+                c.commission_per_share,
+                c.commission_pct,
+                c.min_commission,
+                c.slippage_bps,
+                c.slippage_range_fraction,
+            ]
+        )
+        self.orders: Orders = _empty(Orders, _ORDER_DTYPES)
+        self.events: Events = _empty(Events, _EVENT_DTYPES)
+        self.fill_table: Fills = _empty(Fills, _FILL_DTYPES)
+        self.trade_table: Trades = _empty(Trades, _TRADE_DTYPES)
+        self.si = np.zeros(10, dtype=np.int64)
+        self.sf = np.zeros(4)
+        self.sf[0] = self.sf[2] = float(settings.initial_cash)
+        self.positions = np.zeros(n)
+        self.last_price = np.zeros(n)
+        self.trade_of = np.full(n, -1, dtype=np.int64)
+        self.closed_order = np.empty(64, dtype=np.int64)
+        self.pending = np.empty(64, dtype=np.int64)
+        self.grp_head = np.empty(16, dtype=np.int64)
+        self.grp_tail = np.empty(16, dtype=np.int64)
+        self.grp_alive = np.zeros(16, dtype=np.bool_)
+        self.dec_order = np.empty(0, dtype=np.int64)
+        # per bar, after its fills (NaN until booked)
+        self.cash = np.full(n_bars, np.nan)
+        self.positions_value = np.full(n_bars, np.nan)
+        self.equity = np.full(n_bars, np.nan)
+        self.position_rows = np.full((n_bars, n), np.nan)
+        self.decisions: list[CheckedDecision] = []  # by index k: for the texts of refs and reasons
+        self.decision_ids: list[Any] = []  # by index k: its name in fills, trades and events
+        self._queued: list[tuple[Any, ...]] = []
+        self._refs: dict[tuple[int, int], int] = {}  # (bar, seq) -> k
+        self.processed = 0  # bars booked
+
+    # ------------------------------------------------------------------ input
+    def add(self, bar: int, seq: int, d: CheckedDecision, decision_id: Any = None) -> int:
+        """Log the ``seq``-th decision of ``bar`` (any decision: the rejected ones and HOLDs are kept
+        for the texts of refs only); orders and CANCELs reach the book. Returns its index ``k``.
+        ``decision_id`` names it in fills, trades and events (default: ``k``)."""
+        k = len(self.decisions)
+        self.decisions.append(d)
+        self.decision_ids.append(k if decision_id is None else decision_id)
+        self._refs[(bar, seq)] = k
+        if d.reject_reason is None and d.action != "HOLD":
+            self._queued.append((k, bar, seq))
+        return k
+
+    # -------------------------------------------------------------- booking
+    def advance(self, hi: int) -> None:
+        """Book bars ``processed``..``hi - 1`` with the decisions queued for them."""
+        lo = self.processed
+        if hi <= lo:
+            return
+        queued = self._queued
+        cut = len(queued)
+        while cut and queued[cut - 1][1] >= hi:
+            cut -= 1
+        dd = self._columns(queued[:cut])
+        self._queued = queued[cut:]
+        n_dec = cut
+        si = self.si
+        n_pending = int(si[I_PENDING])
+        # room: every order may leave the book once (+2 trade events), every decision adds
+        # an order and an event or two, a CANCEL two
+        self.orders = _grow(self.orders, int(si[I_ORDERS]) + n_dec)
+        self.events = _grow(self.events, int(si[I_EVENTS]) + 5 * (n_dec + n_pending) + 8)
+        self.fill_table = _grow(self.fill_table, int(si[I_FILLS]) + n_dec + n_pending)
+        self.trade_table = _grow(self.trade_table, int(si[I_TRADES]) + n_dec + n_pending)
+        self.closed_order = _grow_1d(self.closed_order, int(si[I_TRADES]) + n_dec + n_pending)
+        self.pending = _grow_1d(self.pending, n_pending + n_dec)
+        groups = int(si[I_GROUPS]) + n_dec
+        self.grp_head = _grow_1d(self.grp_head, groups)
+        self.grp_tail = _grow_1d(self.grp_tail, groups)
+        if len(self.grp_alive) < groups:
+            alive = np.zeros(max(groups, 2 * len(self.grp_alive)), dtype=np.bool_)
+            alive[: len(self.grp_alive)] = self.grp_alive
+            self.grp_alive = alive
+        if len(self.dec_order) < len(self.decisions):
+            grown = np.full(max(len(self.decisions), 2 * len(self.dec_order)), -1, dtype=np.int64)
+            grown[: len(self.dec_order)] = self.dec_order
+            self.dec_order = grown
+        width = max(n_pending + n_dec, len(self.symbols), 1)
+        scratch = np.empty((7, width), dtype=np.int64)
+        o, h, low, c = self.bars
+        _book_chunk(
+            self.orders, self.events, self.fill_table, self.trade_table, dd, si, self.sf, self.costs,
+            self.settings.allow_short, float(self.settings.borrow_rate_annual), self.positions,
+            self.last_price, self.trade_of, self.closed_order, self.pending, self.grp_head,
+            self.grp_tail, self.grp_alive, self.dec_order, scratch, lo, hi, self.timestamps, o, h, low, c,
+            self.cash, self.positions_value, self.equity, self.position_rows,
+        )  # fmt: skip
+        self.processed = hi
+
+    def _columns(self, queued: list[tuple[int, int, int]]) -> Decisions:
+        """The queued decisions as typed columns (one pass per field; None becomes NaN)."""
+        ds = [self.decisions[k] for k, _, _ in queued]
+        refs, index = self._refs, self.index
+        f8 = np.float64
+        return Decisions(
+            np.array([q[0] for q in queued], dtype=np.int64),
+            np.array([q[1] for q in queued], dtype=np.int64),
+            np.array([q[2] for q in queued], dtype=np.int64),
+            np.array([index[d.symbol] for d in ds], dtype=np.int64),  # type: ignore[index]
+            np.array([ACTION_CODES[d.action] for d in ds], dtype=np.int8),
+            np.array([TYPE_CODES[d.order_type] for d in ds], dtype=np.int8),
+            np.array([d.quantity for d in ds], dtype=f8),
+            np.array([d.target_shares for d in ds], dtype=f8),
+            np.array([d.target_percent for d in ds], dtype=f8),
+            np.array([d.limit_price for d in ds], dtype=f8),
+            np.array([d.stop_price for d in ds], dtype=f8),
+            np.array([d.trail_amount for d in ds], dtype=f8),
+            np.array([d.trail_percent for d in ds], dtype=f8),
+            np.array([d.expires_at is not None for d in ds], dtype=np.bool_),
+            np.array([d.expires_at or 0 for d in ds], dtype=np.int64),
+            np.array([_ref(refs, d.parent_ref) for d in ds], dtype=np.int64),
+            np.array([_ref(refs, d.oco) for d in ds], dtype=np.int64),
+            np.array([_ref(refs, d.order_ref) if d.action == "CANCEL" else -1 for d in ds], dtype=np.int64),
+        )
+
+    def cancel_all(self, ts_ns: int) -> None:
+        """Withdraw what is still on the book at the end ("run ended" or "run <status>")."""
+        self.events = _grow(self.events, int(self.si[I_EVENTS]) + int(self.si[I_PENDING]))
+        _cancel_all(self.orders, self.events, self.si, self.pending, ts_ns)
+
+    # --------------------------------------------------------------- output
+    @property
+    def cash_now(self) -> float:
+        return float(self.sf[F_CASH])
+
+    @property
+    def equity_now(self) -> float:
+        return float(self.sf[F_EQUITY])
+
+    @property
+    def borrow_paid(self) -> float:
+        return float(self.sf[F_BORROW])
+
+    def fill_rows(self) -> list[tuple[Any, ...]]:
+        """Fills as tuples in :class:`~farm_dagster.engine.broker.Fill` field order."""
+        n = int(self.si[I_FILLS])
+        f = self.fill_table
+        ids = self.decision_ids
+        return [
+            (oid, ids[k], ts, self.symbols[i], "BUY" if side > 0 else "SELL", qty, price, com, slip)
+            for oid, k, ts, i, side, qty, price, com, slip in zip(
+                *(col[:n].tolist() for col in f), strict=True
+            )
+        ]
+
+    def fills(self) -> list[Fill]:
+        return [Fill(*row) for row in self.fill_rows()]
+
+    def trade_columns(self) -> dict[str, np.ndarray]:
+        """Every trade as columns: the closed ones in closing order, then the open ones by symbol,
+        their P&L marked to the last price (unrealized), as ``Broker.all_trades`` orders and marks them."""
+        tr = self.trade_table
+        open_idx = self.trade_of[self.trade_of >= 0]
+        rows = np.concatenate([self.closed_order[: int(self.si[I_CLOSED])], open_idx]).astype(np.int64)
+        columns = {name: getattr(tr, name)[rows] for name in Trades._fields}
+        n_open = len(open_idx)
+        if n_open:
+            at = slice(len(rows) - n_open, None)
+            quantity, held_sym = columns["quantity"][at], columns["sym"][at]
+            held = quantity - columns["exit_qty"][at]
+            entry_price = columns["entry_notional"][at] / quantity
+            marked = (
+                columns["direction"][at].astype(np.float64) * held * (self.last_price[held_sym] - entry_price)
+            )
+            columns["pnl"][at] = columns["pnl"][at] + marked
+        return columns
+
+    def all_trades(self) -> list[Trade]:
+        """:meth:`trade_columns` as :class:`~farm_dagster.engine.broker.Trade` objects."""
+        c = self.trade_columns()
+        ids, symbols = self.decision_ids, self.symbols
+        return [
+            Trade(
+                symbols[i],
+                "long" if d > 0 else "short",
+                entry,
+                exit_ if closed else None,
+                q,
+                en,
+                xq,
+                xn,
+                pnl,
+                ids[k],
+            )
+            for i, d, entry, exit_, closed, q, en, xq, xn, pnl, k in zip(
+                *(c[name].tolist() for name in Trades._fields), strict=True
+            )
+        ]
+
+    def event_tuples(self, run_end_reason: str = "run ended") -> dict[Any, list[tuple[Any, ...]]]:
+        """decision id -> its events as the broker's tuples (see ``broker.EVENT_FIELDS``), in order."""
+        out: dict[Any, list[tuple[Any, ...]]] = {}
+        owners = self.events.owner[: int(self.si[I_EVENTS])].tolist()
+        for m, owner in enumerate(owners):
+            out.setdefault(self.decision_ids[owner], []).append(self._event_tuple(m, run_end_reason))
+        return out
+
+    def _event_tuple(self, m: int, run_end_reason: str) -> tuple[Any, ...]:
+        ev = self.events
+        kind, owner, ts, oid = int(ev.kind[m]), int(ev.owner[m]), int(ev.ts[m]), int(ev.oid[m])
+        code, i1, i2, f = int(ev.code[m]), int(ev.i1[m]), int(ev.i2[m]), ev.f[m].tolist()
+        if kind == EV_SUBMITTED:
+            return (
+                "submitted", ts, oid, SIZE_NAMES[(code & 255) // 16], f[0], TYPE_NAMES[code % 16],
+                _opt(f[1]), _opt(f[2]), None if i1 < 0 else i1, None if i2 < 0 else i2,
+                _opt(f[3]), _opt(f[4]), iso(int(ev.i3[m])) if code & 256 else None,
+            )  # fmt: skip
+        if kind == EV_FILLED:
+            return ("filled", ts, oid, f[0], f[1], "BUY" if code > 0 else "SELL", f[2])
+        if kind == EV_OPENED:
+            return ("trade_opened", ts, self.symbols[oid], "long" if code > 0 else "short", f[0], f[1])
+        if kind == EV_CLOSED:
+            return ("trade_closed", ts, self.symbols[oid], "long" if code > 0 else "short", *f[:4])
+        if kind == EV_REJECTED_DECISION:
+            return ("rejected_decision", ts, self._decision_reason(owner, code))
+        name = "cancelled" if kind == EV_CANCELLED else "rejected"
+        return (name, ts, oid, _reason(code, f, i1, i2, run_end_reason))
+
+    def events_json(self, run_end_reason: str = "run ended") -> dict[Any, str]:
+        """decision id -> JSON array text of its events (what FMEL stores), for every decision that has
+        events; byte for byte what ``broker.events_json`` makes of the same events.
+
+        Why in columns: a long run has a million events. The common ones (fills, trade events,
+        plain market orders) are spelled by polars column by column, their numbers by one orjson
+        call per column (:func:`_number_texts`); the rest (reasons, links, numbers that are not
+        finite) one by one through ``broker.event_json``.
+        """
+        import polars as pl
+
+        ev = self.events
+        n = int(self.si[I_EVENTS])
+        if not n:
+            return {}
+        kind, owner, ts, oid, code, f = (ev.kind[:n], ev.owner[:n], ev.ts[:n], ev.oid[:n], ev.code[:n],
+                                         ev.f[:n])  # fmt: skip
+        finite = np.isfinite(f)
+        fast = (
+            ((kind == EV_FILLED) & finite[:, :3].all(axis=1))
+            | ((kind == EV_OPENED) & finite[:, :2].all(axis=1))
+            | ((kind == EV_CLOSED) & finite[:, :4].all(axis=1))
+            | ((kind == EV_SUBMITTED) & (code % 16 == MARKET) & (code < 256) & (ev.i1[:n] < 0) & (ev.i2[:n] < 0)
+               & finite[:, 0])
+        )  # fmt: skip
+        general = {
+            m: _json_text(self._event_tuple(m, run_end_reason), iso(int(ts[m])))
+            for m in np.flatnonzero(~fast).tolist()
+        }
+        unique_ts, ts_at = np.unique(ts, return_inverse=True)
+        times = iso_many(unique_ts.tolist())
+        time_texts = pl.Series([times[t] for t in unique_ts.tolist()], dtype=pl.Utf8)
+        symbols = pl.Series([_json_str(s) for s in self.symbols], dtype=pl.Utf8)
+        is_trade = (kind == EV_OPENED) | (kind == EV_CLOSED)
+        frame = pl.DataFrame(
+            {
+                "kind": kind,
+                "owner": owner,
+                "oid": oid,
+                "code": code,
+                "time": time_texts.gather(ts_at.astype(np.int64)),
+                "symbol": symbols.gather(np.where(is_trade, oid, 0)),
+                "n0": _number_texts(f[:, 0]),
+                "n1": _number_texts(f[:, 1]),
+                "n2": _number_texts(f[:, 2]),
+                "n3": _number_texts(f[:, 3]),
+            }
+        )
+        c, lit = pl.col, pl.lit
+        side = pl.when(c("code") > 0).then(lit("BUY")).otherwise(lit("SELL"))
+        direction = pl.when(c("code") > 0).then(lit("long")).otherwise(lit("short"))
+        oid_text = c("oid").cast(pl.Utf8)
+        templates = {
+            EV_FILLED: [lit('{"type":"filled","time":"'), c("time"), lit('","order_id":'), oid_text,
+                        lit(',"price":'), c("n0"), lit(',"quantity":'), c("n1"), lit(',"side":"'), side,
+                        lit('","commission":'), c("n2"), lit("}")],
+            EV_OPENED: [lit('{"type":"trade_opened","time":"'), c("time"), lit('","symbol":'), c("symbol"),
+                        lit(',"direction":"'), direction, lit('","quantity":'), c("n0"), lit(',"price":'),
+                        c("n1"), lit("}")],
+            EV_CLOSED: [lit('{"type":"trade_closed","time":"'), c("time"), lit('","symbol":'), c("symbol"),
+                        lit(',"direction":"'), direction, lit('","quantity":'), c("n0"),
+                        lit(',"entry_price":'), c("n1"), lit(',"exit_price":'), c("n2"), lit(',"pnl":'),
+                        c("n3"), lit("}")],
+            EV_SUBMITTED: [lit('{"type":"submitted","time":"'), c("time"), lit('","order_id":'), oid_text,
+                           lit(',"'),
+                           pl.when(c("code") // 16 == 0).then(lit("quantity"))
+                           .when(c("code") // 16 == 1).then(lit("target_shares"))
+                           .otherwise(lit("target_percent")),
+                           lit('":'), c("n0"), lit(',"order_type":"market"}')],
+        }  # fmt: skip
+        # The final order: by owning decision, each decision's events in the order they happened.
+        order = np.argsort(owner, kind="stable")
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
+        owners_sorted = owner[order]
+        new_owner = owners_sorted[1:] != owners_sorted[:-1]
+        first, last = np.r_[True, new_owner], np.r_[new_owner, True]
+        fast_rows = frame.with_columns(pl.Series("pos", position)).filter(pl.Series(fast))
+        parts = [
+            fast_rows.filter(c("kind") == kind_code).select("pos", pl.concat_str(pieces).alias("text"))
+            for kind_code, pieces in templates.items()
+        ]
+        slow = list(general)
+        parts.append(
+            pl.DataFrame(
+                {"pos": position[slow], "text": pl.Series(list(general.values()), dtype=pl.Utf8)},
+                schema={"pos": pl.Int64, "text": pl.Utf8},
+            )
+        )
+        text = pl.concat(parts).sort("pos")["text"]
+        # Every decision's array, "[e1,e2]" then "[e3]"..., cut out of the column's one Arrow buffer
+        # (the texts are ASCII: JSON's escapes keep them so).
+        decorated = pl.DataFrame({"text": text, "first": first, "last": last}).select(
+            pl.concat_str(
+                pl.when(c("first")).then(lit("[")).otherwise(lit("")),
+                c("text"),
+                pl.when(c("last")).then(lit("]")).otherwise(lit(",")),
+            ).alias("text")
+        )["text"]
+        data, offsets = _ascii_buffer(decorated)
+        starts = offsets[:-1][first].tolist()
+        ends = offsets[1:][last].tolist()
+        ids = self.decision_ids
+        keys = [ids[k] for k in owners_sorted[first].tolist()]
+        return {key: str(data[a:b], "ascii") for key, a, b in zip(keys, starts, ends, strict=True)}
+
+    def _decision_reason(self, k: int, code: int) -> str:
+        d = self.decisions[k]
+        if code == R_NO_PARENT:
+            return f"parent order {d.parent_ref} is not open"
+        return (
+            f"no open {d.symbol} order {d.order_ref} to cancel "
+            "(filled, cancelled or rejected already, or never placed)"
+        )
+
+
+def _number_texts(values: np.ndarray) -> Any:
+    """``protocol.float_text`` of every value of a column (``repr``'s spelling) as a polars string
+    Series, null where not finite, from one orjson call: orjson spells a double as ``repr`` does
+    between 1e-4 and 1e16 and at zero (``float_text`` relies on it too); the values outside that
+    range take ``repr`` one by one."""
+    import polars as pl
+
+    if not len(values):
+        return pl.Series([], dtype=pl.Utf8)
+    finite = np.isfinite(values)
+    size = np.abs(np.where(finite, values, 0.0))
+    text = orjson.dumps(np.where(finite, values, 0.0), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    series = pl.Series([text[1:-1]], dtype=pl.Utf8).str.split(",").explode()
+    odd = np.flatnonzero(~finite | (((size < 1e-4) | (size >= 1e16)) & (size != 0.0)))
+    if len(odd):
+        fixed = [repr(v) if v - v == 0.0 else None for v in values[odd].tolist()]
+        series = series.scatter(odd, pl.Series(fixed, dtype=pl.Utf8))
+    return series
+
+
+def _ascii_buffer(texts: Any) -> tuple[memoryview, np.ndarray]:
+    """A polars string Series as (its bytes back to back, the n + 1 offsets where each text starts
+    and the last one ends): cutting texts out of one buffer costs far less than a Python object per
+    text."""
+    import pyarrow as pa
+
+    array = texts.to_arrow()
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.type != pa.large_string():
+        array = array.cast(pa.large_string())
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    return memoryview(data_buffer), offsets  # no copy: the texts are cut out of Arrow's own buffer
+
+
+def _opt(value: float) -> float | None:
+    return None if value != value else value
+
+
+def _reason(code: int, f: list[float], ref: int, outcome: int, run_end: str) -> str:
+    """The text of a cancelled/rejected event's reason (the broker's words)."""
+    if code == R_AT_TARGET:
+        return "already at target"
+    if code == R_SHORT:
+        return f"short selling is disabled: position {f[0]:g}, sell {f[1]:g}"
+    if code == R_CASH:
+        return f"insufficient cash: need {f[0]:.2f}, have {f[1]:.2f}"
+    if code == R_BY_AGENT:
+        return "cancelled by the agent"
+    if code == R_EXPIRED:
+        return "expired"
+    if code == R_OCO:
+        return f"OCO: order {ref} {OUTCOMES[outcome]}"
+    if code == R_PARENT:
+        return f"parent order {ref} {OUTCOMES[outcome]}"
+    if code == R_BRACKET:
+        return f"bracket: order {ref} {OUTCOMES[outcome]}"
+    return run_end
+
+
+def _ref(refs: dict[tuple[int, int], int], ref: str | None) -> int:
+    """Decision index a protocol ref names: -1 no ref, -2 a ref that names no decision."""
+    if ref is None:
+        return -1
+    key = parse_order_ref(ref)
+    return refs.get(key, -2) if key is not None else -2
+
+
+def _grow_1d(array: np.ndarray, need: int) -> np.ndarray:
+    if need <= len(array):
+        return array
+    grown = np.empty(max(need, 2 * len(array)), dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel, on a tiny book of the real argument types.
+
+    Why: the first compilation takes about 25 s; ``scripts/setup.sh`` pays it once per machine so
+    that no backtest or test does.
+    """
+    from farm_dagster.engine.protocol import check_decision
+
+    n_bars = 3
+    prices = np.full((n_bars, 2), 10.0)
+    book = CompiledBook(
+        ("A", "B"), BacktestSettings(), np.arange(n_bars, dtype=np.int64), prices, prices, prices, prices
+    )
+    book.add(0, 0, check_decision({"symbol": "A", "action": "BUY", "quantity": 1.0}, book.index))
+    book.add(
+        0, 1, check_decision({"symbol": "B", "action": "CANCEL", "order_ref": "0000000-000"}, book.index)
+    )
+    book.advance(n_bars)
+    book.cancel_all(n_bars - 1)
