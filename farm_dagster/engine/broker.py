@@ -889,8 +889,9 @@ def book_value(shares: np.ndarray, prices: np.ndarray) -> float:
     and the compiled book (:mod:`farm_dagster.engine.book`) computes the same. A book whose value
     is not finite falls back to numpy's sum (it is not finite either way).
     """
+    held = shares.nonzero()[0]  # a zero adds nothing; a book holds a few of its symbols at a time
     try:
-        return math.fsum((shares * prices).tolist())
+        return math.fsum((shares[held] * prices[held]).tolist())
     except (OverflowError, ValueError):  # an overflow on the way, or inf - inf
         with np.errstate(over="ignore", invalid="ignore"):
             return float(np.sum(shares * prices))
