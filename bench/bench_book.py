@@ -17,7 +17,6 @@ cache (``scripts/setup.sh`` compiles them); one warm-up call loads them before t
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ for path in (ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_engine import BENCH_AGENT, SEED, _middle, machine, write_results  # noqa: E402
+from bench_engine import BENCH_AGENT, SEED, _middle, machine, section_main  # noqa: E402
 from bench_split import _Recorder, _run  # noqa: E402
 
 from farm_dagster.engine import protocol  # noqa: E402
@@ -162,19 +161,7 @@ def render(m: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="100 x 20,000 bars instead of 100 x 100,000")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each booking (default 3)")
-    parser.add_argument("--no-write", action="store_true", help="print only, leave bench/RESULTS.md alone")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    text = render(measure(100, 20_000 if args.quick else 100_000, args.repeats))
-    print(text)
-    if not args.no_write:
-        write_results(text, section=SECTION)
-        print(f"wrote the {SECTION} section of bench/RESULTS.md")
-    return 0
+    return section_main(argv, __doc__, SECTION, measure, render, "runs of each booking")
 
 
 if __name__ == "__main__":

@@ -441,6 +441,26 @@ def render(case: Case, rows: list[dict[str, Any]], rat: dict[str, float]) -> str
     return "\n".join(lines)
 
 
+def section_main(
+    argv: list[str] | None, doc: str, section: str, measure: Any, render: Any, repeats_help: str
+) -> int:
+    """The command line of a one-case bench (bench_split.py, bench_book.py): the large case or
+    ``--quick``, ``--repeats``, and the section of RESULTS.md it rewrites unless ``--no-write``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100 x 20,000 bars instead of 100 x 100,000")
+    parser.add_argument("--repeats", type=int, default=3, help=f"{repeats_help} (default 3)")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave bench/RESULTS.md alone")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    text = render(measure(100, 20_000 if args.quick else 100_000, args.repeats))
+    print(text)
+    if not args.no_write:
+        write_results(text, section=section)
+        print(f"wrote the {section} section of bench/RESULTS.md")
+    return 0
+
+
 def write_results(text: str, section: str = "bench_engine") -> None:
     """Put ``text`` between the ``<!-- {section}:start/end -->`` markers of RESULTS.md (appended
     when they are not there yet); the rest of the file is left as it is."""

@@ -19,7 +19,6 @@ bar (history, mirror broker, the agent's code, encoding its answers) with no wai
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ for path in (ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_engine import BENCH_AGENT, SEED, _middle, machine, write_results  # noqa: E402
+from bench_engine import BENCH_AGENT, SEED, _middle, machine, section_main  # noqa: E402
 
 from farm_dagster.engine import host, protocol, runner  # noqa: E402
 from farm_dagster.engine.costs import BacktestSettings  # noqa: E402
@@ -184,19 +183,7 @@ def render(m: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="100 x 20,000 bars instead of 100 x 100,000")
-    parser.add_argument("--repeats", type=int, default=3, help="replays and agent-alone runs (default 3)")
-    parser.add_argument("--no-write", action="store_true", help="print only, leave bench/RESULTS.md alone")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    text = render(measure(100, 20_000 if args.quick else 100_000, args.repeats))
-    print(text)
-    if not args.no_write:
-        write_results(text, section=SECTION)
-        print(f"wrote the {SECTION} section of bench/RESULTS.md")
-    return 0
+    return section_main(argv, __doc__, SECTION, measure, render, "replays and agent-alone runs")
 
 
 if __name__ == "__main__":
