@@ -124,6 +124,7 @@ def measure(n_symbols: int, n_bars: int, repeats: int) -> dict[str, Any]:
         raise RuntimeError(f"the recorded run ended {real.status}: {real.error}")
     expected = _digest(real)
     _Replay.replies, real_phases = _Recorder.replies, _phases(real)
+    agent_timing = real.info.get("agent_timing_s", {})
     del real
     parent = []
     for k in range(repeats):
@@ -144,7 +145,14 @@ def measure(n_symbols: int, n_bars: int, repeats: int) -> dict[str, Any]:
         if channel.sent != panel.n_bars + 2:  # READY, one answer per bar, DONE
             raise RuntimeError(f"the agent's host answered {channel.sent} times for {panel.n_bars} bars")
         print(f"agent alone {k + 1}/{repeats}: {agent[-1]:.2f}s", file=sys.stderr)
-    return {"real": real_phases, "parent": parent, "agent": agent, "n_symbols": n_symbols, "n_bars": n_bars}
+    return {
+        "real": real_phases,
+        "agent_timing": agent_timing,
+        "parent": parent,
+        "agent": agent,
+        "n_symbols": n_symbols,
+        "n_bars": n_bars,
+    }
 
 
 def render(m: dict[str, Any]) -> str:
@@ -177,9 +185,18 @@ def render(m: dict[str, Any]) -> str:
             f"({median_parent['total']:.2f} s against {agent:.2f} s).",
             f"- The real run took {real['total'] - median_parent['total']:+.2f} s beyond the parent's own work "
             "(hand-offs, waiting, sharing two cores with the agent).",
+            _agent_line(m["agent_timing"]),
             "",
         ]
     )
+
+
+def _agent_line(timing: dict[str, float]) -> str:
+    """The real run's agent process, by its own timers (``protocol.AGENT_TIMING``, sent with DONE)."""
+    if not timing:
+        return "- The agent's process reported no timing."
+    parts = ", ".join(f"{name.replace('_', ' ')} {seconds:.2f} s" for name, seconds in timing.items())
+    return f"- The agent's process in the real run, by its own timers: {parts}."
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from farm_dagster import PROJECT_ROOT
+from farm_dagster.engine import protocol
 from farm_dagster.engine.costs import BacktestSettings, CostModel
 from farm_dagster.engine.runner import run_backtest
 from farm_dagster.market_data.panel import BarPanel
@@ -508,3 +509,17 @@ def test_sandbox_process_names_the_signal_and_close_kills_the_group() -> None:
     alive.close()
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)  # nothing of the group is left
+
+
+def test_the_agent_process_reports_where_its_time_went() -> None:
+    """DONE carries the sandboxed loop's own timing (diagnostics): every part, none negative, and
+    together no more than the run's wall time."""
+    panel = synthetic_panel(3, 400, seed=2)
+    code = (PROJECT_ROOT / "examples" / "ma_crossover.py").read_text()
+    result = run(code, panel, filename="ma_crossover.py")
+    assert result.status == "completed", result.error
+    timing = result.info["agent_timing_s"]
+    assert set(timing) == set(protocol.AGENT_TIMING)
+    assert all(value >= 0 for value in timing.values())
+    assert timing["agent_code"] > 0 and timing["waiting"] > 0
+    assert sum(timing.values()) <= result.timings["total_s"]

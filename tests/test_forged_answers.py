@@ -234,3 +234,41 @@ class Liar(Agent):
     assert result.error is not None
     assert (result.error.error_type, result.error.message, result.error.line) == ("AgentError", "", None)
     assert result.error.user_traceback == []
+
+
+@pytest.mark.parametrize(
+    "done_body",
+    [
+        b"not json",
+        b"[" * 5000,
+        b'{"timing_s": "fast"}',
+        b'{"timing_s": {"waiting": -1, "agent_code": NaN, "checks": true, "encoding": 1e300, "sending": "0.1"}}',
+    ],
+)
+def test_a_forged_done_message_never_fails_the_run(done_body: bytes) -> None:
+    """DONE carries the agent process's own timing: untrusted diagnostics, dropped when malformed."""
+    code = f"""
+from farm_dagster.engine import protocol
+
+from farm_dagster.sdk import Agent
+
+
+class Braggart(Agent):
+    def setup(self, ctx):
+        original = protocol.encode_json
+
+        def forged(kind, obj):
+            if kind == protocol.DONE:
+                return bytes((kind,)) + {done_body!r}
+            return original(kind, obj)
+
+        protocol.encode_json = forged
+
+    def on_bar(self, ctx):
+        return []
+"""
+    result = run_backtest(
+        code, _panel(0), BacktestSettings(), agent_id="braggart", run_id="forged", prevalidate=False
+    )
+    assert result.status == "completed", result.error
+    assert "agent_timing_s" not in result.info

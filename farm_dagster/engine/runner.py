@@ -86,6 +86,25 @@ def _agent_error(body: Any) -> AgentError:
     )
 
 
+def _agent_timing(done: bytes) -> dict[str, float]:
+    """The agent process's own timing from its DONE message (``protocol.AGENT_TIMING``), each part
+    a finite number of seconds >= 0, anything else dropped, a body that is not JSON ignored: the
+    sandboxed side wrote it, so it is read as diagnostics, never trusted, and never fails a run."""
+    try:
+        body = protocol.decode_json(done)
+    except protocol.ProtocolError:
+        return {}
+    reported = body.get("timing_s") if isinstance(body, dict) else None
+    if not isinstance(reported, dict):
+        return {}
+    out = {}
+    for name in protocol.AGENT_TIMING:
+        value = reported.get(name)
+        if type(value) in (int, float) and 0 <= value < 1e9:
+            out[name] = round(float(value), 4)
+    return out
+
+
 def _failure_for_error(error: AgentError) -> _Failure:
     if error.error_type == "MemoryError":
         return _Failure(
@@ -490,6 +509,9 @@ def run_backtest(
                 done = proc.recv(timeout=30)
                 if done[0] != protocol.DONE:
                     raise protocol.ProtocolError("expected DONE")
+                timing = _agent_timing(done)
+                if timing:
+                    info["agent_timing_s"] = timing
             except _Failure as failure:
                 status, error = failure.status, failure.error
             except SandboxTimeout as exc:
