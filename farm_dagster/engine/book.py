@@ -27,7 +27,7 @@ import numba as nb
 import numpy as np
 import orjson
 
-from farm_dagster.engine.broker import Fill, Trade, iso, iso_many
+from farm_dagster.engine.broker import Trade, iso, iso_many
 from farm_dagster.engine.broker import event_json as _json_text
 from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.protocol import CheckedDecision, parse_order_ref
@@ -1039,14 +1039,6 @@ class CompiledBook:
 
     # --------------------------------------------------------------- output
     @property
-    def cash_now(self) -> float:
-        return float(self.sf[F_CASH])
-
-    @property
-    def equity_now(self) -> float:
-        return float(self.sf[F_EQUITY])
-
-    @property
     def borrow_paid(self) -> float:
         return float(self.sf[F_BORROW])
 
@@ -1061,9 +1053,6 @@ class CompiledBook:
                 *(col[:n].tolist() for col in f), strict=True
             )
         ]
-
-    def fills(self) -> list[Fill]:
-        return [Fill(*row) for row in self.fill_rows()]
 
     def trade_columns(self) -> dict[str, np.ndarray]:
         """Every trade as columns: the closed ones in closing order, then the open ones by symbol,
