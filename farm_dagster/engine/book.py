@@ -8,13 +8,14 @@ and a chunk of bars is booked in one compiled call.
 The rules are the ones :class:`~farm_dagster.engine.broker.Broker` documents, step for step and
 in the same order (fills, expiries, OCO groups, brackets, sells before buys, cash and short
 checks, round-trip trades), so both give the same fills, trades and events; the tests hold them
-to that on the random order flows of ``tests/test_broker_invariants.py``. One difference by
-design: sums over symbols (the book's value, borrow fees) run in symbol order here, where the
-Python broker uses numpy's BLAS dot, whose order depends on the machine's CPU. The values agree to
-the last bits of a double, not always bit for bit.
+to that, bit for bit, on the random order flows of ``tests/test_broker_invariants.py``
+(``tests/test_book.py``). Sums over symbols (the book's value, borrow fees) are exactly rounded on
+both sides (``broker.book_value``; :func:`_book_value` here), so they agree to the last bit
+whatever the order of the terms.
 
 What stays in Python: the field checks of each decision (they produce text), and turning the
-columns into FMEL texts and frames (:class:`CompiledBook`).
+columns into Python rows and FMEL texts (:class:`CompiledBook`). Not yet the parent's book: see
+the README's status section.
 """
 
 from __future__ import annotations
