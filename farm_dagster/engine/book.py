@@ -63,6 +63,8 @@ _NS_PER_YEAR = 365.25 * 24 * 3600 * 1e9
 I_ORDERS, I_EVENTS, I_FILLS, I_TRADES, I_PENDING, I_PREV_TS, I_HAS_PREV, I_BAR, I_GROUPS, I_CLOSED = range(10)
 # sf: float scalars of the book
 F_CASH, F_BORROW, F_EQUITY, F_POSVALUE = range(4)
+# costs: the CostModel's numbers, in this order
+C_PER_SHARE, C_PCT, C_MIN, C_SLIP_BPS, C_SLIP_RANGE = range(5)
 
 
 class Orders(NamedTuple):
@@ -209,8 +211,9 @@ def _withdraw(od, ev, si, pending, o, ts, reason, ref_oid, outcome, also, bar, g
 def _settle(od, ev, si, pending, o, outcome, bar, ts, grp_head, grp_alive):
     """``o`` left the book: its OCO group, then its bracket children, then its bracket siblings
     (Broker._settle). Each order withdrawn here settles its own links before the walk goes on, as
-    the broker's recursion does; the recursion is unrolled into a stack of walks because compiled
-    recursive functions cannot be cached. A walk: (order, outcome, phase, cursor, group)."""
+    the broker's recursion does; the recursion is unrolled into a stack of walks because numba
+    crashed loading mutually recursive functions from its cache. A walk: (order, outcome, phase,
+    cursor, group)."""
     depth_max = pending.shape[0] + 2
     s_o = np.empty(depth_max, dtype=np.int64)
     s_out = np.empty(depth_max, dtype=np.int64)
@@ -383,8 +386,8 @@ def _trigger(od, k, sf, positions, last_price, o, h, lo, c):
 def _commission(costs, shares, price):
     if shares == 0:
         return 0.0
-    fee = costs[0] * shares + costs[1] * shares * price
-    return max(costs[2], fee)
+    fee = costs[C_PER_SHARE] * shares + costs[C_PCT] * shares * price
+    return max(costs[C_MIN], fee)
 
 
 @nb.njit(**_JIT, inline="always")
@@ -474,7 +477,7 @@ def _execute(
         _event(ev, si, EV_CANCELLED, owner, ts, o + 1, R_AT_TARGET)
         return CANCELLED
     side = 1 if delta > 0 else -1
-    price = base * (1 + side * costs[3] / 10_000) + side * costs[4] * (high - low)
+    price = base * (1 + side * costs[C_SLIP_BPS] / 10_000) + side * costs[C_SLIP_RANGE] * (high - low)
     limit = od.limit[o]
     if limit == limit:
         price = min(price, limit) if side > 0 else max(price, limit)
@@ -490,7 +493,7 @@ def _execute(
     cash = sf[F_CASH]
     if side > 0 and qty * price + commission > cash + _EPS:
         if od.action[o] == TARGET:
-            per_share = price * (1 + costs[1]) + costs[0]
+            per_share = price * (1 + costs[C_PCT]) + costs[C_PER_SHARE]
             qty = np.floor(max(cash, 0.0) / per_share)
             while qty > 0 and qty * price + _commission(costs, qty, price) > cash + _EPS:
                 qty -= 1
@@ -662,20 +665,14 @@ def _on_bar(od, ev, fl, tr, si, sf, costs, allow_short, borrow_rate, positions, 
         # the fill order: sells first, then buys; an OCO group's members all take the place of its
         # first-placed ready member (Broker._sells_first_oco_in_placement_order)
         keys = scratch[5]
-        any_group = False
-        for j in range(n_ready):
-            if od.group[ready[j]] >= 0:
-                any_group = True
         for j in range(n_ready):
             keys[j] = 1 if ready_delta[j] > 0 else 0
-        if any_group:
-            for j in range(n_ready):
-                g = od.group[ready[j]]
-                if g >= 0:
-                    for m in range(j):
-                        if od.group[ready[m]] == g:
-                            keys[j] = keys[m]
-                            break
+            g = od.group[ready[j]]
+            if g >= 0:
+                for m in range(j):
+                    if od.group[ready[m]] == g:
+                        keys[j] = keys[m]
+                        break
         order_of = scratch[6]
         n_sorted = 0
         for key in range(2):
@@ -828,7 +825,6 @@ def _book_chunk(od, ev, fl, tr, dd, si, sf, costs, allow_short, borrow_rate, pos
         while j < n_dec and dd.bar[j] == t:
             _submit(od, ev, si, pending, grp_head, grp_tail, grp_alive, dec_order, last_price, dd, j, ts)
             j += 1
-    return j
 
 
 @nb.njit(**_JIT)
@@ -890,9 +886,10 @@ _TRADE_DTYPES = {n: _F8 for n in ("quantity", "entry_notional", "exit_qty", "exi
 class CompiledBook:
     """One run's trusted book in columns: feed decisions as they are checked, book bars in chunks.
 
-    ``add(k, bar, seq, decision)`` takes every logged decision (``k`` its index in the log); the
-    rejected ones and HOLDs are remembered for their texts only. ``advance(hi)`` books bars up to
-    ``hi`` (exclusive); the decisions of those bars must have been added.
+    ``add(bar, seq, decision, decision_id)`` takes every logged decision, in log order, and returns
+    its index ``k``; the rejected ones and HOLDs are remembered for their texts only.
+    ``advance(hi)`` books bars up to ``hi`` (exclusive); the decisions of those bars must have been
+    added.
     """
 
     def __init__(
@@ -927,7 +924,7 @@ class CompiledBook:
         self.trade_table: Trades = _empty(Trades, _TRADE_DTYPES)
         self.si = np.zeros(10, dtype=np.int64)
         self.sf = np.zeros(4)
-        self.sf[0] = self.sf[2] = float(settings.initial_cash)
+        self.sf[F_CASH] = self.sf[F_EQUITY] = float(settings.initial_cash)
         self.positions = np.zeros(n)
         self.last_price = np.zeros(n)
         self.trade_of = np.full(n, -1, dtype=np.int64)
@@ -987,14 +984,8 @@ class CompiledBook:
         groups = int(si[I_GROUPS]) + n_dec
         self.grp_head = _grow_1d(self.grp_head, groups)
         self.grp_tail = _grow_1d(self.grp_tail, groups)
-        if len(self.grp_alive) < groups:
-            alive = np.zeros(max(groups, 2 * len(self.grp_alive)), dtype=np.bool_)
-            alive[: len(self.grp_alive)] = self.grp_alive
-            self.grp_alive = alive
-        if len(self.dec_order) < len(self.decisions):
-            grown = np.full(max(len(self.decisions), 2 * len(self.dec_order)), -1, dtype=np.int64)
-            grown[: len(self.dec_order)] = self.dec_order
-            self.dec_order = grown
+        self.grp_alive = _grow_1d(self.grp_alive, groups, fill=False)
+        self.dec_order = _grow_1d(self.dec_order, len(self.decisions), fill=-1)
         width = max(n_pending + n_dec, len(self.symbols), 1)
         scratch = np.empty((7, width), dtype=np.int64)
         o, h, low, c = self.bars
@@ -1150,19 +1141,18 @@ class CompiledBook:
             | ((kind == EV_SUBMITTED) & (code % 16 == MARKET) & (code < 256) & (ev.i1[:n] < 0) & (ev.i2[:n] < 0)
                & finite[:, 0])
         )  # fmt: skip
-        general = {
-            m: _json_text(self._event_tuple(m, run_end_reason), iso(int(ts[m])))
-            for m in np.flatnonzero(~fast).tolist()
-        }
         unique_ts, ts_at = np.unique(ts, return_inverse=True)
         times = iso_many(unique_ts.tolist())
+        general = {
+            m: _json_text(self._event_tuple(m, run_end_reason), times[int(ts[m])])
+            for m in np.flatnonzero(~fast).tolist()
+        }
         time_texts = pl.Series([times[t] for t in unique_ts.tolist()], dtype=pl.Utf8)
         symbols = pl.Series([_json_str(s) for s in self.symbols], dtype=pl.Utf8)
         is_trade = (kind == EV_OPENED) | (kind == EV_CLOSED)
         frame = pl.DataFrame(
             {
                 "kind": kind,
-                "owner": owner,
                 "oid": oid,
                 "code": code,
                 "time": time_texts.gather(ts_at.astype(np.int64)),
@@ -1310,10 +1300,12 @@ def _ref(refs: dict[tuple[int, int], int], ref: str | None) -> int:
     return refs.get(key, -2) if key is not None else -2
 
 
-def _grow_1d(array: np.ndarray, need: int) -> np.ndarray:
+def _grow_1d(array: np.ndarray, need: int, fill: Any = None) -> np.ndarray:
+    """``array`` with room for ``need`` items (capacity doubles); new items are ``fill`` if given."""
     if need <= len(array):
         return array
-    grown = np.empty(max(need, 2 * len(array)), dtype=array.dtype)
+    size = max(need, 2 * len(array))
+    grown = np.empty(size, dtype=array.dtype) if fill is None else np.full(size, fill, dtype=array.dtype)
     grown[: len(array)] = array
     return grown
 
