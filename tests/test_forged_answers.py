@@ -33,7 +33,7 @@ class Forger(Agent):
     def setup(self, ctx):
         sent = [0]
 
-        def forged(equity, body):
+        def forged(equity, body, plain=False):
             raw = ANSWERS[sent[0] % len(ANSWERS)]
             sent[0] += 1
             return bytes((protocol.DECISIONS,)) + protocol._EQUITY.pack(equity) + raw

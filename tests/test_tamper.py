@@ -75,7 +75,7 @@ TAMPER = SCHEDULE.replace(
             import farm_dagster.engine.protocol as protocol
 
             original = protocol.encode_decisions
-            protocol.encode_decisions = lambda equity, body: original(1e12, body)
+            protocol.encode_decisions = lambda equity, body, plain=False: original(1e12, body, plain)
 
         def patch_runner_and_metrics():
             import farm_dagster.engine.runner as runner

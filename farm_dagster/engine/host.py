@@ -124,7 +124,7 @@ def _serve(
     n_symbols = len(symbols)
     recv, send = channel.recv, channel.send
     on_bar, take_reads, take_updates = agent.on_bar, ctx._take_reads, broker.take_updates
-    check, submit = protocol.check_decision, broker.submit
+    check, submit = protocol.check_plain, broker.submit
     encode, decode_bar = protocol.encode_decisions, protocol.decode_bar
     bar_type, end_type = protocol.BAR, protocol.END
     last_reads: dict[str, Any] = {}  # the parent starts from "read nothing" too
@@ -156,16 +156,19 @@ def _serve(
             wire = _wire(on_bar(ctx), bar)
             t3 = clock()
             body: dict[str, Any] = {}
+            plain = True  # every decision passed the fast checks: orjson may write the body
             if wire:
                 body["decisions"] = wire
                 for seq, raw in enumerate(wire):
-                    submit(check(raw, index), None, bar, ts_ns, seq)
+                    checked, fast = check(raw, index)
+                    plain = plain and fast
+                    submit(checked, None, bar, ts_ns, seq)
             reads = take_reads()
             if reads != last_reads:
-                body["data_read"] = reads
+                body["data_read"] = reads  # names, field names and ints: plain by construction
                 last_reads = reads
             t4 = clock()
-            message = encode(broker.equity, body)
+            message = encode(broker.equity, body, plain)
         except BaseException as exc:  # noqa: BLE001 - report the agent's failure with its own line
             send(protocol.encode_json(protocol.ERROR, error_payload(exc, filename)))
             return

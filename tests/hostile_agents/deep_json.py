@@ -9,7 +9,7 @@ from farm_dagster.sdk import Agent
 
 class DeepJson(Agent):
     def setup(self, ctx):
-        def forged(equity, body):
+        def forged(equity, body, plain=False):
             deep = b"[" * 200_000 + b"]" * 200_000
             return bytes((protocol.DECISIONS,)) + protocol._EQUITY.pack(equity) + b'{"decisions":' + deep + b"}"
 
