@@ -14,8 +14,9 @@ both sides (``broker.book_value``; :func:`_book_value` here), so they agree to t
 whatever the order of the terms.
 
 What stays in Python: the field checks of each decision (they produce text), and turning the
-columns into Python rows and FMEL texts (:class:`CompiledBook`). Not yet the parent's book: see
-the README's status section.
+columns into Python rows and FMEL texts (:class:`CompiledBook`). The parent's book when a run
+asks for it (``run_backtest(..., book="compiled")``, :class:`~farm_dagster.engine.runner._CompiledRun`);
+not the default yet: see the README's status section.
 """
 
 from __future__ import annotations

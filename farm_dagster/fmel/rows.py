@@ -202,6 +202,16 @@ class DecisionLog:
         self.events_texts.append(None)
         return k
 
+    def settle_bar(self, row: int, cash: float, equity: float) -> None:
+        """The book's cash and equity of logged bar ``row``, for a bar logged before it was booked."""
+        self._cash[row] = cash
+        self._equity[row] = equity
+
+    def settle_decision(self, k: int, action: str, quantity: float) -> None:
+        """What decision ``k`` implied at decision time, once its bar is booked (see :meth:`add_decision`)."""
+        self._d_action[k] = action
+        self._d_quantity[k] = quantity
+
     def __len__(self) -> int:
         return len(self._bars)
 
