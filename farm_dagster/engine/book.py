@@ -1096,6 +1096,16 @@ class CompiledBook:
             out.setdefault(self.decision_ids[owner], []).append(self._event_tuple(m, run_end_reason))
         return out
 
+    @property
+    def n_events(self) -> int:
+        """Events booked so far (rows of ``events``, in the order they happened)."""
+        return int(self.si[I_EVENTS])
+
+    def event_tuple(self, m: int, run_end_reason: str = "run ended") -> tuple[Any, ...]:
+        """Event row ``m`` as the broker's tuple (see ``broker.EVENT_FIELDS``); a row never changes
+        once booked, so its text may be rendered as soon as it exists."""
+        return self._event_tuple(m, run_end_reason)
+
     def _event_tuple(self, m: int, run_end_reason: str) -> tuple[Any, ...]:
         ev = self.events
         kind, owner, ts, oid = int(ev.kind[m]), int(ev.owner[m]), int(ev.ts[m]), int(ev.oid[m])

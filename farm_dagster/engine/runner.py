@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from farm_dagster.engine import protocol
-from farm_dagster.engine.broker import Broker, Trade, events_json, iso, iso_many, percent_target
+from farm_dagster.engine.broker import Broker, Trade, event_json, events_json, iso, iso_many, percent_target
 from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.identity import code_hash as _code_hash
 from farm_dagster.engine.identity import result_id as _result_id
@@ -343,6 +343,8 @@ class _CompiledRun(_Run):
         self._trailing: list[tuple[int, int, CheckedDecision]] = []  # (book index, bar, d): level to log
         self._rejected: list[tuple[int, int, str]] = []  # (log index, ts, reason): texts at the end
         self._inputs_due: deque[tuple[int, CheckedDecision]] = deque()  # inputs texts to render
+        self._event_texts: list[str] = []  # FMEL text of each booked event, by event row
+        self._event_times = iso_many(self._timestamps)  # bar time -> event time text
 
     def on_bar(self, t: int, block: np.ndarray) -> None:
         self._marked = t + 1  # its fills and marks: at the next flush, before its decisions
@@ -404,17 +406,30 @@ class _CompiledRun(_Run):
         return close + trail if d.action == "BUY" else close - trail
 
     def render_some(self, budget: int = 4) -> bool:
-        """Render the inputs texts of up to ``budget`` decisions (the event texts come from the
-        book's columns at the end). False = nothing to do now."""
+        """Render the inputs texts of up to ``budget`` decisions, else the texts of up to ``budget``
+        booked events (a booked event never changes; :meth:`events_texts` joins them per decision
+        at the end). False = nothing to do now."""
         queue = self._inputs_due
-        if not queue:
+        if queue:
+            log = self.log
+            inputs_text, texts = log.inputs_text, log.inputs_texts
+            for _ in range(min(budget, len(queue))):
+                k, d = queue.popleft()
+                texts[k] = inputs_text(d)
+            return True
+        done, booked = len(self._event_texts), self.book.n_events
+        if done >= booked:
             return False
-        log = self.log
-        inputs_text, texts = log.inputs_text, log.inputs_texts
-        for _ in range(min(budget, len(queue))):
-            k, d = queue.popleft()
-            texts[k] = inputs_text(d)
+        self._render_events(done, min(booked, done + budget), "run ended")
         return True
+
+    def _render_events(self, lo: int, hi: int, run_end_reason: str) -> None:
+        times, event_tuple, append = self._event_times, self.book.event_tuple, self._event_texts.append
+        for m in range(lo, hi):
+            event = event_tuple(m, run_end_reason)
+            ts_ns = event[1]
+            time_text = times.get(ts_ns)
+            append(event_json(event, time_text if time_text is not None else iso(ts_ns)))
 
     def close_book(self, ts_ns: int, reason: str) -> None:
         self._end_reason = reason
@@ -427,12 +442,29 @@ class _CompiledRun(_Run):
         return self.book.all_trades()
 
     def events_texts(self) -> dict[Any, str]:
-        texts = self.book.events_json(getattr(self, "_end_reason", "run ended"))
+        """Each decision's events as FMEL's JSON array: the event texts rendered while the agent
+        thought, the rest now, joined per decision in the order they happened."""
+        book = self.book
+        n = book.n_events
+        self._render_events(len(self._event_texts), n, getattr(self, "_end_reason", "run ended"))
+        texts, ids = self._event_texts, book.decision_ids
+        owners = book.events.owner[:n]
+        order = np.argsort(owners, kind="stable").tolist()
+        owner_of = owners.tolist()
+        out: dict[Any, str] = {}
+        start = 0
+        while start < n:
+            owner = owner_of[order[start]]
+            end = start + 1
+            while end < n and owner_of[order[end]] == owner:
+                end += 1
+            out[ids[owner]] = "[" + ",".join([texts[m] for m in order[start:end]]) + "]"
+            start = end
         for k, ts_ns, reason in self._rejected:
             self.log.events_texts[k] = events_json(
                 [("rejected_decision", ts_ns, reason)], {ts_ns: iso(ts_ns)}
             )
-        return texts
+        return out
 
     @property
     def borrow_paid(self) -> float:
