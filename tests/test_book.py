@@ -76,6 +76,9 @@ def _assert_same(seed: int, settings, per_bar: tuple[int, ...]) -> None:
     assert not rejected & set(compiled)  # the checks' rejections are logged by the runner, not a book
     assert compiled == python_events
     assert book.events_json() == broker.events_json()  # FMEL's texts, byte for byte
+    # As a runner gets them: the first half rendered earlier (times spelled on the spot), the rest at the end
+    early = book.event_texts(0, book.n_events // 2, {})
+    assert book.events_json(early) == broker.events_json()
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -129,21 +132,3 @@ def test_book_value_is_the_exactly_rounded_sum() -> None:
     overflow = np.array([1e308, 1e308, -1e308])  # the first two overflow: the sum is not finite
     assert math.isinf(book_value(overflow, np.ones(3)))
     assert math.isinf(_book_value(overflow, np.ones(3), False))
-
-
-def test_number_texts_spell_every_double_as_float_text() -> None:
-    from farm_dagster.engine.book import _number_texts
-    from farm_dagster.engine.protocol import float_text
-
-    rng = np.random.default_rng(11)
-    values = np.concatenate(
-        [
-            rng.normal(0, 1, 20_000) * 10.0 ** rng.integers(-12, 20, 20_000),
-            np.round(rng.normal(0, 1e6, 2_000)),
-            [0.0, -0.0, 1e-4, 1e16, 9.999999999999999e15, 1e-5, 5e-324, 1.7976931348623157e308],
-            [np.nan, np.inf, -np.inf],
-        ]
-    )
-    texts = _number_texts(values)
-    for value, text in zip(values.tolist(), texts, strict=True):
-        assert text == (float_text(value) if math.isfinite(value) else None), value

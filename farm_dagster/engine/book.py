@@ -22,12 +22,10 @@ not the default yet: see the README's status section.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
 import numba as nb
 import numpy as np
-import orjson
 
 from farm_dagster.engine.broker import Trade, iso, iso_many
 from farm_dagster.engine.broker import event_json as _json_text
@@ -1101,11 +1099,6 @@ class CompiledBook:
         """Events booked so far (rows of ``events``, in the order they happened)."""
         return int(self.si[I_EVENTS])
 
-    def event_tuple(self, m: int, run_end_reason: str = "run ended") -> tuple[Any, ...]:
-        """Event row ``m`` as the broker's tuple (see ``broker.EVENT_FIELDS``); a row never changes
-        once booked, so its text may be rendered as soon as it exists."""
-        return self._event_tuple(m, run_end_reason)
-
     def _event_tuple(self, m: int, run_end_reason: str) -> tuple[Any, ...]:
         ev = self.events
         kind, owner, ts, oid = int(ev.kind[m]), int(ev.owner[m]), int(ev.ts[m]), int(ev.oid[m])
@@ -1127,110 +1120,49 @@ class CompiledBook:
         name = "cancelled" if kind == EV_CANCELLED else "rejected"
         return (name, ts, oid, _reason(code, f, i1, i2, run_end_reason))
 
-    def events_json(self, run_end_reason: str = "run ended") -> dict[Any, str]:
+    def event_texts(
+        self, lo: int, hi: int, times: dict[int, str], run_end_reason: str = "run ended"
+    ) -> list[str]:
+        """FMEL JSON texts of event rows ``lo``..``hi - 1`` (``times``: bar time -> its text; other
+        times are spelled on the spot). A booked row never changes, so a runner renders them while
+        the agent thinks and joins them per decision with :meth:`events_json` at the end."""
+        out = []
+        append, event_tuple = out.append, self._event_tuple
+        for m in range(lo, hi):
+            event = event_tuple(m, run_end_reason)
+            ts_ns = event[1]
+            time = times.get(ts_ns)
+            append(_json_text(event, time if time is not None else iso(ts_ns)))
+        return out
+
+    def events_json(
+        self, texts: list[str] | None = None, run_end_reason: str = "run ended"
+    ) -> dict[Any, str]:
         """decision id -> JSON array text of its events (what FMEL stores), for every decision that has
         events; byte for byte what ``broker.events_json`` makes of the same events.
 
-        Why in columns: a long run has a million events. The common ones (fills, trade events,
-        plain market orders) are spelled by polars column by column, their numbers by one orjson
-        call per column (:func:`_number_texts`); the rest (reasons, links, numbers that are not
-        finite) one by one through ``broker.event_json``.
+        ``texts``: the texts of the first event rows, rendered earlier with :meth:`event_texts`
+        (the rest are rendered here). Each decision's events keep the order they happened in.
         """
-        import polars as pl
-
-        ev = self.events
-        n = int(self.si[I_EVENTS])
-        if not n:
-            return {}
-        kind, owner, ts, oid, code, f = (ev.kind[:n], ev.owner[:n], ev.ts[:n], ev.oid[:n], ev.code[:n],
-                                         ev.f[:n])  # fmt: skip
-        finite = np.isfinite(f)
-        fast = (
-            ((kind == EV_FILLED) & finite[:, :3].all(axis=1))
-            | ((kind == EV_OPENED) & finite[:, :2].all(axis=1))
-            | ((kind == EV_CLOSED) & finite[:, :4].all(axis=1))
-            | ((kind == EV_SUBMITTED) & (code % 16 == MARKET) & (code < 256) & (ev.i1[:n] < 0) & (ev.i2[:n] < 0)
-               & finite[:, 0])
-        )  # fmt: skip
-        unique_ts, ts_at = np.unique(ts, return_inverse=True)
-        times = iso_many(unique_ts.tolist())
-        general = {
-            m: _json_text(self._event_tuple(m, run_end_reason), times[int(ts[m])])
-            for m in np.flatnonzero(~fast).tolist()
-        }
-        time_texts = pl.Series([times[t] for t in unique_ts.tolist()], dtype=pl.Utf8)
-        symbols = pl.Series([_json_str(s) for s in self.symbols], dtype=pl.Utf8)
-        is_trade = (kind == EV_OPENED) | (kind == EV_CLOSED)
-        frame = pl.DataFrame(
-            {
-                "kind": kind,
-                "oid": oid,
-                "code": code,
-                "time": time_texts.gather(ts_at.astype(np.int64)),
-                "symbol": symbols.gather(np.where(is_trade, oid, 0)),
-                "n0": _number_texts(f[:, 0]),
-                "n1": _number_texts(f[:, 1]),
-                "n2": _number_texts(f[:, 2]),
-                "n3": _number_texts(f[:, 3]),
-            }
-        )
-        c, lit = pl.col, pl.lit
-        side = pl.when(c("code") > 0).then(lit("BUY")).otherwise(lit("SELL"))
-        direction = pl.when(c("code") > 0).then(lit("long")).otherwise(lit("short"))
-        oid_text = c("oid").cast(pl.Utf8)
-        templates = {
-            EV_FILLED: [lit('{"type":"filled","time":"'), c("time"), lit('","order_id":'), oid_text,
-                        lit(',"price":'), c("n0"), lit(',"quantity":'), c("n1"), lit(',"side":"'), side,
-                        lit('","commission":'), c("n2"), lit("}")],
-            EV_OPENED: [lit('{"type":"trade_opened","time":"'), c("time"), lit('","symbol":'), c("symbol"),
-                        lit(',"direction":"'), direction, lit('","quantity":'), c("n0"), lit(',"price":'),
-                        c("n1"), lit("}")],
-            EV_CLOSED: [lit('{"type":"trade_closed","time":"'), c("time"), lit('","symbol":'), c("symbol"),
-                        lit(',"direction":"'), direction, lit('","quantity":'), c("n0"),
-                        lit(',"entry_price":'), c("n1"), lit(',"exit_price":'), c("n2"), lit(',"pnl":'),
-                        c("n3"), lit("}")],
-            EV_SUBMITTED: [lit('{"type":"submitted","time":"'), c("time"), lit('","order_id":'), oid_text,
-                           lit(',"'),
-                           pl.when(c("code") // 16 == 0).then(lit("quantity"))
-                           .when(c("code") // 16 == 1).then(lit("target_shares"))
-                           .otherwise(lit("target_percent")),
-                           lit('":'), c("n0"), lit(',"order_type":"market"}')],
-        }  # fmt: skip
-        # The final order: by owning decision, each decision's events in the order they happened.
-        order = np.argsort(owner, kind="stable")
-        position = np.empty(n, dtype=np.int64)
-        position[order] = np.arange(n)
-        owners_sorted = owner[order]
-        new_owner = owners_sorted[1:] != owners_sorted[:-1]
-        first, last = np.r_[True, new_owner], np.r_[new_owner, True]
-        fast_rows = frame.with_columns(pl.Series("pos", position)).filter(pl.Series(fast))
-        parts = [
-            fast_rows.filter(c("kind") == kind_code).select("pos", pl.concat_str(pieces).alias("text"))
-            for kind_code, pieces in templates.items()
-        ]
-        slow = list(general)
-        parts.append(
-            pl.DataFrame(
-                {"pos": position[slow], "text": pl.Series(list(general.values()), dtype=pl.Utf8)},
-                schema={"pos": pl.Int64, "text": pl.Utf8},
-            )
-        )
-        text = pl.concat(parts).sort("pos")["text"]
-        # Every decision's array, "[e1,e2]" then "[e3]"..., cut out of the column's one Arrow buffer
-        # (the texts are ASCII: JSON's escapes keep them so).
-        decorated = pl.DataFrame({"text": text, "first": first, "last": last}).select(
-            pl.concat_str(
-                pl.when(c("first")).then(lit("[")).otherwise(lit("")),
-                c("text"),
-                pl.when(c("last")).then(lit("]")).otherwise(lit(",")),
-            ).alias("text")
-        )["text"]
-        data, offsets = _ascii_buffer(decorated)
-        starts = offsets[:-1][first].tolist()
-        ends = offsets[1:][last].tolist()
+        n = self.n_events
+        texts = list(texts or [])
+        if len(texts) < n:
+            times = iso_many(np.unique(self.events.ts[len(texts) : n]).tolist())
+            texts.extend(self.event_texts(len(texts), n, times, run_end_reason))
+        owners = self.events.owner[:n]
+        order = np.argsort(owners, kind="stable").tolist()
+        owner_of = owners.tolist()
         ids = self.decision_ids
-        keys = [ids[k] for k in owners_sorted[first].tolist()]
-        return {key: str(data[a:b], "ascii") for key, a, b in zip(keys, starts, ends, strict=True)}
+        out: dict[Any, str] = {}
+        start = 0
+        while start < n:
+            owner = owner_of[order[start]]
+            end = start + 1
+            while end < n and owner_of[order[end]] == owner:
+                end += 1
+            out[ids[owner]] = "[" + ",".join([texts[m] for m in order[start:end]]) + "]"
+            start = end
+        return out
 
     def _decision_reason(self, k: int, code: int) -> str:
         d = self.decisions[k]
@@ -1240,42 +1172,6 @@ class CompiledBook:
             f"no open {d.symbol} order {d.order_ref} to cancel "
             "(filled, cancelled or rejected already, or never placed)"
         )
-
-
-def _number_texts(values: np.ndarray) -> Any:
-    """``protocol.float_text`` of every value of a column (``repr``'s spelling) as a polars string
-    Series, null where not finite, from one orjson call: orjson spells a double as ``repr`` does
-    between 1e-4 and 1e16 and at zero (``float_text`` relies on it too); the values outside that
-    range take ``repr`` one by one."""
-    import polars as pl
-
-    if not len(values):
-        return pl.Series([], dtype=pl.Utf8)
-    finite = np.isfinite(values)
-    size = np.abs(np.where(finite, values, 0.0))
-    text = orjson.dumps(np.where(finite, values, 0.0), option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    series = pl.Series([text[1:-1]], dtype=pl.Utf8).str.split(",").explode()
-    odd = np.flatnonzero(~finite | (((size < 1e-4) | (size >= 1e16)) & (size != 0.0)))
-    if len(odd):
-        fixed = [repr(v) if v - v == 0.0 else None for v in values[odd].tolist()]
-        series = series.scatter(odd, pl.Series(fixed, dtype=pl.Utf8))
-    return series
-
-
-def _ascii_buffer(texts: Any) -> tuple[memoryview, np.ndarray]:
-    """A polars string Series as (its bytes back to back, the n + 1 offsets where each text starts
-    and the last one ends): cutting texts out of one buffer costs far less than a Python object per
-    text."""
-    import pyarrow as pa
-
-    array = texts.to_arrow()
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if array.type != pa.large_string():
-        array = array.cast(pa.large_string())
-    _, offsets_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[array.offset : array.offset + len(array) + 1]
-    return memoryview(data_buffer), offsets  # no copy: the texts are cut out of Arrow's own buffer
 
 
 def _opt(value: float) -> float | None:
