@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from farm_dagster.engine import protocol
-from farm_dagster.engine.broker import Broker, Trade, events_json, iso, iso_many, percent_target
+from farm_dagster.engine.broker import Broker, Trade, events_json, iso_many, percent_target
 from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.identity import code_hash as _code_hash
 from farm_dagster.engine.identity import result_id as _result_id
@@ -340,7 +340,6 @@ class _CompiledRun(_Run):
         # TARGETs whose implied trade is logged once their bar is booked: (k, bar, symbol, d, price)
         self._targets: list[tuple[int, int, int, CheckedDecision, float | None]] = []
         self._trailing: list[tuple[int, int, CheckedDecision]] = []  # (book index, bar, d): level to log
-        self._rejected: list[tuple[int, int, str]] = []  # (log index, ts, reason): texts at the end
         self._inputs_due: deque[tuple[int, CheckedDecision]] = deque()  # inputs texts to render
         self._event_texts: list[str] = []  # FMEL text of each booked event, by event row
         self._event_times = iso_many(self._timestamps)  # bar time -> event time text
@@ -363,8 +362,10 @@ class _CompiledRun(_Run):
             j = add(t, seq, d, did)
             k = log_decision(row, seq, did, d, d.action, d.quantity, price)
             inputs_due((k, d))
-            if d.reject_reason is not None:
-                self._rejected.append((k, ts_ns, d.reject_reason))
+            if d.reject_reason is not None:  # no order: its one event is known now
+                self.log.events_texts[k] = events_json(
+                    [("rejected_decision", ts_ns, d.reject_reason)], self._event_times
+                )
             elif d.action == "TARGET":
                 self._targets.append((k, t, i, d, price))  # type: ignore[arg-type]
             elif d.order_type == "trailing_stop" and d.stop_price is None and d.action != "HOLD":
@@ -437,10 +438,6 @@ class _CompiledRun(_Run):
     def events_texts(self) -> dict[Any, str]:
         """Each decision's events as FMEL's JSON array: the event texts rendered while the agent
         thought, the rest now, joined per decision in the order they happened."""
-        for k, ts_ns, reason in self._rejected:
-            self.log.events_texts[k] = events_json(
-                [("rejected_decision", ts_ns, reason)], {ts_ns: iso(ts_ns)}
-            )
         return self.book.events_json(self._event_texts, self._end_reason)
 
     @property
@@ -650,7 +647,9 @@ def run_backtest(
     timings: dict[str, float] = {"validate_s": time.perf_counter() - started}
     proc: SandboxProcess | None = None
     launch_failure: BaseException | None = None
-    loader = _load_compiled_book() if compiled and rejection is None else None
+    loader = _BookLoader() if compiled and rejection is None else None
+    if loader is not None:
+        loader.start()
     if rejection is None:
         # Launch first: the child boots (interpreter, imports, lockdown) on the other core while
         # this process hashes the data for the run's identity, instead of one after the other.
@@ -673,7 +672,7 @@ def run_backtest(
         )
         if loader is not None:
             loader.join()
-        if loader is not None and loader.failure is None:  # type: ignore[attr-defined]
+        if loader is not None and loader.failure is None:
             run: _Run = _CompiledRun(panel, settings, log)
         else:
             run = _Run(panel, settings, log)
@@ -683,8 +682,8 @@ def run_backtest(
         raise
     status, error = "completed", None
     info: dict[str, Any] = {"book": "compiled" if isinstance(run, _CompiledRun) else "python"}
-    if loader is not None and loader.failure is not None:  # type: ignore[attr-defined]
-        info["book_note"] = f"compiled book unavailable ({loader.failure}); booked by the Python broker"  # type: ignore[attr-defined]
+    if loader is not None and loader.failure is not None:
+        info["book_note"] = f"compiled book unavailable ({loader.failure}); booked by the Python broker"
     # One pause of the cyclic collector for the stream and the result frames, switched back on
     # only once the run's own objects are gone (see ``_no_cyclic_gc``).
     with _no_cyclic_gc():
@@ -746,22 +745,22 @@ def run_backtest(
     return result
 
 
-def _load_compiled_book() -> threading.Thread:
-    """Import the compiled book and load its kernels from numba's cache (about 0.5 s) in a thread,
-    while the sandbox boots and this process hashes the data (which releases the GIL)."""
+class _BookLoader(threading.Thread):
+    """Imports the compiled book and loads its kernels from numba's cache (about 0.5 s) while the
+    sandbox boots and the parent hashes the data (which releases the GIL). ``failure``: why it
+    could not, and the run is booked by the Python broker instead."""
 
-    def load() -> None:
+    def __init__(self) -> None:
+        super().__init__(name="farm-compiled-book", daemon=True)
+        self.failure: Exception | None = None
+
+    def run(self) -> None:
         try:
             from farm_dagster.engine.book import warm_up
 
             warm_up()
         except Exception as exc:  # noqa: BLE001 - the run falls back to the Python broker, and says so
-            loader.failure = exc  # type: ignore[attr-defined]
-
-    loader = threading.Thread(target=load, name="farm-compiled-book", daemon=True)
-    loader.failure = None  # type: ignore[attr-defined]
-    loader.start()
-    return loader
+            self.failure = exc
 
 
 def _identify(code: str, panel: BarPanel, settings: BacktestSettings) -> dict[str, str]:
