@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.protocol import check_decision
 from farm_dagster.engine.runner import run_backtest
-from farm_dagster.fmel.rows import DecisionLog, LoggedDecision, events_of
+from farm_dagster.fmel.rows import DecisionLog, LoggedDecision, events_of, positions_json, positions_texts
 from farm_dagster.fmel.schema import FMEL_DECISIONS
 from farm_dagster.fmel.writer import write_decisions
 from farm_dagster.market_data.synthetic import synthetic_panel
@@ -162,3 +164,26 @@ def test_writer_batches_and_replaces_a_runs_rows(warehouse) -> None:
     stored = warehouse.read(FMEL_DECISIONS, where={"run_id": "run-w"})
     assert sorted(stored["decision_point"].tolist()) == list(range(25))
     assert len(warehouse.read(FMEL_DECISIONS, where={"run_id": "run-x"})) == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_positions_texts_spell_every_row_as_positions_json_does(seed: int) -> None:
+    """The run-wide renderer gives, row by row, the text of the per-row one: whole and fractional
+    books, -0.0 (not held), NaN, infinities, values past int64, repeated rows and odd symbols."""
+    rng = np.random.default_rng(seed)
+    values = np.array(
+        [0.0, -0.0, 1.0, 2.0, -3.0, 0.5, np.nan, np.inf, -np.inf, 1e19, -(2.0**63), 2.0**63, 7.0, 1.25e-7]
+    )
+    for trial in range(150):
+        n_rows, n_cols = int(rng.integers(1, 40)), int(rng.integers(1, 7))
+        matrix = rng.choice(values, size=(n_rows, n_cols))
+        for r in range(1, n_rows):  # positions mostly carry over from one bar to the next
+            if rng.random() < 0.6:
+                matrix[r] = matrix[r - 1]
+        if trial % 3 == 0:  # whole shares only: the usual book
+            matrix = np.where(np.isfinite(matrix) & (np.abs(matrix) < 1e6), np.round(matrix), 0.0)
+        symbols = tuple(f'Q{k}"\\é' if k % 2 else f"S{k}" for k in range(n_cols))
+        with warnings.catch_warnings():  # positions_json's own cast of NaN/inf warns
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = [positions_json(symbols, row) for row in matrix]
+        assert positions_texts(symbols, matrix) == expected

@@ -587,7 +587,7 @@ def _stream(proc: SandboxProcess, run: _Run, panel: BarPanel, progress: Progress
     step = max(1, n // 200)
     stream = _Stream(proc, panel)
     pump, unbooked = stream.pump, stream.unbooked
-    on_bar, apply, render, ready = run.on_bar, run.apply, run.render_some, proc.ready
+    on_bar, apply, render, ready, flush = run.on_bar, run.apply, run.render_some, proc.ready, run.flush
     run.pump = pump
     try:
         stream.start()
@@ -597,6 +597,7 @@ def _stream(proc: SandboxProcess, run: _Run, panel: BarPanel, progress: Progress
                 on_bar(t, block)  # fills of the orders decided on t-1, mark to t's close
                 pump()
                 apply(t, reply)
+                flush()  # a compiled book that fell behind books a batch (FLUSH_BARS) now
                 if progress is not None and (t % step == 0 or t == n - 1):
                     progress(t + 1, n)
                 continue
@@ -606,7 +607,7 @@ def _stream(proc: SandboxProcess, run: _Run, panel: BarPanel, progress: Progress
                 raise stream.failure
             if stream.thinking is None:
                 return
-            run.flush()  # a compiled book books the batch now, while the agent thinks
+            flush(everything=True)  # a compiled book books what was applied, while the agent thinks
             while not ready() and render():  # nothing to book: render FMEL texts while waiting
                 pass
             pump(wait=True)

@@ -7,6 +7,7 @@ dominate its run time.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,60 +67,59 @@ def _json_keys(symbols: tuple[str, ...]) -> list[str]:
     return [json.dumps(s) + ":" for s in symbols]
 
 
-def _whole(v: float) -> bool:
-    """``v`` survives ``astype(np.int64)`` unchanged (what :func:`positions_json` tests per book)."""
-    return v.is_integer() and -(2.0**63) <= v < 2.0**63
-
-
 def positions_texts(symbols: Sequence[str], matrix: np.ndarray) -> list[str]:
     """:func:`positions_json` of every row of ``matrix`` (bars x symbols), the same text row by row.
 
     Why not call it per row: a long run has a row per bar and a book of many symbols, but only a
-    few positions change from one bar to the next. Each symbol keeps its ``"SYM":shares`` piece
-    (whole-share and float spellings), rebuilt only when it changes, and a row's text is
-    recomputed only on bars where something changed.
+    few positions change from one bar to the next. Each change's ``"SYM":shares,`` piece is
+    spelled once, in a pass over all changes (whole-share and float spellings); a row's text is
+    rebuilt only on bars where something changed, by joining the current pieces.
     """
     n_rows = matrix.shape[0]
     if not n_rows:
         return []
     keys = _json_keys(tuple(symbols))
     n = len(keys)
-    as_int = [""] * n  # piece of each held symbol, whole-share spelling ("" = not held)
-    as_float = [""] * n
-    fractional = 0  # held symbols whose shares are not whole: the book prints as floats then
-    first = matrix[0]
-    changed_rows, changed_cols = np.nonzero(matrix[1:] != matrix[:-1])
     # Row 0 is "changed" in every held column; NaN != NaN keeps a NaN position changed, as it should.
-    cols0 = np.flatnonzero(first)
+    changed_rows, changed_cols = np.nonzero(matrix[1:] != matrix[:-1])
+    cols0 = np.flatnonzero(matrix[0])
     rows = np.concatenate([np.zeros(len(cols0), dtype=np.int64), changed_rows + 1])
     cols = np.concatenate([cols0, changed_cols])
-    values = matrix[rows, cols].tolist()
-    frac = [False] * n
-    out: list[str] = []
-    text = "{}"
-    k, n_changes = 0, len(rows)
-    rows_l, cols_l = rows.tolist(), cols.tolist()
-    for r in range(n_rows):
-        if k < n_changes and rows_l[k] == r:
-            while k < n_changes and rows_l[k] == r:
-                i, v = cols_l[k], values[k]
-                if frac[i]:
-                    frac[i] = False
-                    fractional -= 1
-                if v != 0:  # -0.0 is not held either
-                    as_float[i] = keys[i] + repr(v)
-                    if _whole(v):
-                        as_int[i] = keys[i] + repr(int(v))
-                    else:
-                        as_int[i] = ""
-                        frac[i] = True
-                        fractional += 1
-                else:
-                    as_float[i] = as_int[i] = ""
-                k += 1
-            text = "{" + ",".join(filter(None, as_float if fractional else as_int)) + "}"
-        out.append(text)
-    return out
+    values = matrix[rows, cols]
+    held = values != 0  # -0.0 is not held either; NaN is (positions_json prints it)
+    # what ``astype(np.int64)`` keeps unchanged: the test positions_json applies to a whole book
+    whole = np.isfinite(values) & (values == np.trunc(values)) & (values >= -(2.0**63)) & (values < 2.0**63)
+    cols_l = cols.tolist()
+    held_l = held.tolist()
+    shares = np.where(whole, values, 0.0).astype(np.int64).tolist()
+    as_int = [f"{keys[i]}{v}," if h else "" for i, v, h in zip(cols_l, shares, held_l, strict=True)]
+    fractional_at = (held & ~whole).tolist()
+    any_fractional = any(fractional_at)
+    if any_fractional:  # float spellings, needed only once some book holds a fractional position
+        floats = values.tolist()
+        as_float = [f"{keys[i]}{v!r}," if h else "" for i, v, h in zip(cols_l, floats, held_l, strict=True)]
+    # the changes of each changed row: [starts[g], starts[g + 1]) in the arrays above
+    starts = np.flatnonzero(np.diff(rows, prepend=-1)).tolist() + [len(cols_l)]
+    changed_at = rows[starts[:-1]].tolist()
+    int_pieces, float_pieces = [""] * n, [""] * n  # current piece of each symbol ("" = not held)
+    frac, fractional = [False] * n, 0  # symbols held in fractional shares: the book prints as floats
+    texts = []
+    for lo, hi in itertools.pairwise(starts):
+        if any_fractional:
+            for k in range(lo, hi):
+                i = cols_l[k]
+                int_pieces[i], float_pieces[i] = as_int[k], as_float[k]
+                fractional += fractional_at[k] - frac[i]
+                frac[i] = fractional_at[k]
+        else:
+            for k in range(lo, hi):
+                int_pieces[cols_l[k]] = as_int[k]
+        texts.append("{" + "".join(float_pieces if fractional else int_pieces)[:-1] + "}")
+    if not changed_at or changed_at[0] != 0:  # nothing held on the first rows
+        changed_at.insert(0, 0)
+        texts.insert(0, "{}")
+    which = np.searchsorted(np.asarray(changed_at), np.arange(n_rows), side="right") - 1
+    return np.asarray(texts, dtype=object)[which].tolist()
 
 
 class DecisionLog:
@@ -339,11 +339,7 @@ class DecisionLog:
             for name, values in columns_of.items():
                 floats[name][idx] = np.array(values, dtype=np.float64)  # None -> nan
             expires.view(np.int64)[idx] = [nat if d.expires_at is None else d.expires_at for d in checked]
-        positions_col = (
-            np.asarray(self._bar_positions(positions), dtype=object)[row_bar]
-            if n_bars
-            else np.zeros(0, dtype=object)
-        )
+        positions_col = self._bar_positions(positions)[row_bar] if n_bars else np.zeros(0, dtype=object)
         data_read = (
             np.asarray(self._data_read, dtype=object)[row_bar] if n_bars else np.zeros(0, dtype=object)
         )
@@ -383,22 +379,23 @@ class DecisionLog:
         # columns of a long run costs 0.4 s on 370,000 rows).
         return pd.DataFrame({name: columns[name] for name in FMEL_DECISIONS.column_names}, copy=False)
 
-    def _bar_positions(self, matrix: np.ndarray | None) -> list[str]:
-        """Each logged bar's positions text; deferred ones rendered from ``matrix`` in one pass."""
-        texts = self._positions
-        deferred = [k for k, text in enumerate(texts) if text is None]
-        if not deferred:
-            return texts  # type: ignore[return-value]
+    def _bar_positions(self, matrix: np.ndarray | None) -> np.ndarray:
+        """Each logged bar's positions text (an object array); deferred ones rendered from ``matrix``
+        in one pass."""
+        texts = np.empty(len(self._positions), dtype=object)
+        texts[:] = self._positions
+        deferred = np.flatnonzero(np.equal(texts, None))
+        if not deferred.size:
+            return texts
         if matrix is None:
             matrix = self._position_matrix
         if matrix is None:
             raise ValueError("bars were logged with positions=None: pass frame(positions=...)")
         bars = np.asarray(self._bars, dtype=np.int64)[deferred]
-        rendered = positions_texts(self.symbols, matrix[: int(bars.max()) + 1])
-        out = list(texts)
-        for k, b in zip(deferred, bars.tolist(), strict=True):
-            out[k] = rendered[b]
-        return out  # type: ignore[return-value]
+        rendered = np.empty(int(bars.max()) + 1, dtype=object)
+        rendered[:] = positions_texts(self.symbols, matrix[: len(rendered)])
+        texts[deferred] = rendered[bars]
+        return texts
 
 
 def _events_text(found: Any) -> str:
