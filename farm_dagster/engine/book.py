@@ -55,6 +55,7 @@ R_NO_PARENT, R_NO_ORDER = 9, 10  # rejected_decision: a bracket child or a CANCE
 OUTCOMES = ("filled", "cancelled", "rejected")
 FILLED, CANCELLED, REJECTED = range(3)
 SIZE_NAMES = ("quantity", "target_shares", "target_percent")
+_RENDER_BATCH = 256  # event rows rendered in one call at the end of a run
 
 _EPS = 1e-9
 _NEVER = 2**62
@@ -1189,7 +1190,8 @@ class CompiledBook:
         texts = list(texts or [])
         if len(texts) < n:
             times = iso_many(np.unique(self.events.ts[len(texts) : n]).tolist())
-            texts.extend(self.event_texts(len(texts), n, times, run_end_reason))
+            for lo in range(len(texts), n, _RENDER_BATCH):  # in batches: rows of a million are slower
+                texts.extend(self.event_texts(lo, min(n, lo + _RENDER_BATCH), times, run_end_reason))
         owners = self.events.owner[:n]
         order = np.argsort(owners, kind="stable").tolist()
         owner_of = owners.tolist()
