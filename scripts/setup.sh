@@ -63,5 +63,11 @@ fi
 # The compiled book (numba) is compiled once per machine and cached in .cache/numba; doing it
 # here keeps the ~25 s out of the first backtest and the first test run.
 echo "setup: compiling the compiled book (cached after the first time)"
-"$VENV/bin/python" -c "from farm_dagster.engine.book import warm_up; warm_up()"
+# A cache written by an older book.py can hold types the new one no longer defines, and numba
+# then fails while reading it: such a cache is dropped and the kernels are compiled afresh.
+if ! "$VENV/bin/python" -c "from farm_dagster.engine.book import warm_up; warm_up()" 2>/dev/null; then
+  echo "setup: the cached kernels did not load; compiling them afresh"
+  rm -rf "$ROOT"/.cache/numba/engine_*
+  "$VENV/bin/python" -c "from farm_dagster.engine.book import warm_up; warm_up()"
+fi
 echo "setup: done. Next: .venv/bin/farm demo"

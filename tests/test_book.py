@@ -20,13 +20,16 @@ import pytest
 import tests.test_broker_invariants as flows
 from farm_dagster.engine.book import CompiledBook
 from farm_dagster.engine.broker import Broker, book_value
+from farm_dagster.engine.costs import BacktestSettings, CostModel
 from farm_dagster.engine.protocol import check_decision, order_ref
 
 
-def _both(seed: int, settings, per_bar: tuple[int, ...], chunk: int):
-    """One random flow through the Python broker (as the runner drives it) and the compiled book."""
+def _both(seed: int, settings, per_bar: tuple[int, ...], chunk: int, scale: float = 1.0):
+    """One random flow through the Python broker (as the runner drives it) and the compiled book;
+    ``scale`` multiplies every price."""
     rng_np, rng = np.random.default_rng(seed), random.Random(seed)
     blocks = flows._bars(rng_np)
+    blocks[:, :4] *= scale
     n_bars = flows.N_BARS
     ts = np.arange(n_bars, dtype=np.int64) * flows.DAY
     broker = Broker(flows.SYMBOLS, settings)
@@ -91,6 +94,24 @@ def test_compiled_book_books_random_flows_as_the_python_broker_does(seed: int, n
 @pytest.mark.parametrize("name", sorted(flows.SETTINGS))
 def test_compiled_book_on_dense_flows_with_many_links(seed: int, name: str) -> None:
     _assert_same(seed, flows.SETTINGS[name], (2, 4, 6))
+
+
+@pytest.mark.parametrize(
+    ("scale", "settings"),
+    [
+        (1e-7, BacktestSettings(initial_cash=50_000, costs=CostModel(commission_per_share=1e-7))),
+        (1e15, BacktestSettings(initial_cash=5e21, costs=CostModel(commission_pct=1e-21), allow_short=True)),
+    ],
+    ids=["tiny-prices-and-commissions", "huge-prices"],
+)
+@pytest.mark.parametrize("seed", range(3))
+def test_event_texts_of_numbers_outside_orjsons_repr_equal_range(seed: int, scale: float, settings) -> None:
+    """Prices below 1e-4 or from 1e16 up, and commissions below 1e-4: the compiled renderer takes
+    them the Python way (``repr`` spells them otherwise than orjson), byte for byte."""
+    broker, book, *_ = _both(seed, settings, (1, 2, 3), 5, scale=scale)
+    texts = book.events_json()
+    assert texts == broker.events_json()
+    assert any("e-" in text or "e+" in text for text in texts.values())  # such numbers were there
 
 
 def test_the_flows_reach_every_branch_the_parity_is_about() -> None:

@@ -321,8 +321,8 @@ class _CompiledRun(_Run):
     parent sets the pace (bench/RESULTS.md). The book gives the Python broker's results bit for
     bit (tests/test_book.py), so what depends on the book at decision time (the row's cash and
     equity, a TARGET's implied trade, a trailing stop's starting level, the tamper check) is
-    filled in when its bar is booked. Each booked event's FMEL text is rendered while the agent
-    thinks (a booked event never changes) and the texts are joined per decision at the end.
+    filled in when its bar is booked. The FMEL event texts are rendered from the book's columns
+    at the end, in compiled code.
     """
 
     def __init__(self, panel: BarPanel, settings: BacktestSettings, log: DecisionLog) -> None:
@@ -341,7 +341,6 @@ class _CompiledRun(_Run):
         self._targets: list[tuple[int, int, int, CheckedDecision, float | None]] = []
         self._trailing: list[tuple[int, int, CheckedDecision]] = []  # (book index, bar, d): level to log
         self._inputs_due: deque[tuple[int, CheckedDecision]] = deque()  # inputs texts to render
-        self._event_texts: list[str] = []  # FMEL text of each booked event, by event row
         self._event_times = iso_many(self._timestamps)  # bar time -> event time text
         self._end_reason = "run ended"  # the reason of the orders still open at the end
 
@@ -410,21 +409,20 @@ class _CompiledRun(_Run):
         return close + trail if d.action == "BUY" else close - trail
 
     def render_some(self, budget: int = 4) -> bool:
-        """Render the inputs texts of up to ``budget`` decisions, else the texts of up to ``budget``
-        booked events (a booked event never changes; :meth:`events_texts` joins them per decision
-        at the end). False = nothing to do now."""
+        """Render the inputs texts of up to ``budget`` decisions. False = nothing to do now.
+
+        The event texts are not rendered here: the book renders them all at the end in compiled
+        code (:meth:`CompiledBook.events_json`) for less than a slice of them would hold up the
+        agent's next bars during the stream (bench/RESULTS.md).
+        """
         queue = self._inputs_due
-        if queue:
-            log = self.log
-            inputs_text, texts = log.inputs_text, log.inputs_texts
-            for _ in range(min(budget, len(queue))):
-                k, d = queue.popleft()
-                texts[k] = inputs_text(d)
-            return True
-        done, booked = len(self._event_texts), self.book.n_events
-        if done >= booked:
+        if not queue:
             return False
-        self._event_texts += self.book.event_texts(done, min(booked, done + budget), self._event_times)
+        log = self.log
+        inputs_text, texts = log.inputs_text, log.inputs_texts
+        for _ in range(min(budget, len(queue))):
+            k, d = queue.popleft()
+            texts[k] = inputs_text(d)
         return True
 
     def close_book(self, ts_ns: int, reason: str) -> None:
@@ -438,9 +436,8 @@ class _CompiledRun(_Run):
         return self.book.all_trades()
 
     def events_texts(self) -> dict[Any, str]:
-        """Each decision's events as FMEL's JSON array: the event texts rendered while the agent
-        thought, the rest now, joined per decision in the order they happened."""
-        return self.book.events_json(self._event_texts, self._end_reason)
+        """Each decision's events as FMEL's JSON array, joined per decision in the order they happened."""
+        return self.book.events_json(None, self._end_reason)
 
     @property
     def borrow_paid(self) -> float:
