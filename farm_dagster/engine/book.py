@@ -30,7 +30,7 @@ import numba as nb
 import numpy as np
 import orjson
 
-from farm_dagster.engine.broker import Trade, iso, iso_many
+from farm_dagster.engine.broker import SUBMITTED_OPTIONAL, Trade, iso, iso_many
 from farm_dagster.engine.broker import event_json as _json_text
 from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.protocol import CheckedDecision, parse_order_ref
@@ -856,17 +856,8 @@ _PIECES = (
     ',"exit_price":',  # 13
     ',"pnl":',  # 14
     *(f',"{name}":' for name in SIZE_NAMES),  # 15, 16, 17
-    *(
-        f',"{name}":'  # 18-23: a submitted order's optional numbers, in the broker's order
-        for name in (
-            "limit_price",
-            "stop_price",
-            "parent_order_id",
-            "oco_order_id",
-            "trail_amount",
-            "trail_percent",
-        )
-    ),
+    # 18-23: a submitted order's optional numbers, in the broker's order (its expiry: the Python way)
+    *(f',"{name}":' for name in SUBMITTED_OPTIONAL[:6]),
     *(f',"order_type":"{TYPE_NAMES.get(code, "")}"' for code in range(16)),  # 24 + order type code
 )
 _LIT = np.frombuffer("".join(_PIECES).encode("ascii"), dtype=np.uint8)

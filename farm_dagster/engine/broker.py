@@ -150,7 +150,7 @@ class Trade:
 # per event cost more than the accounting) and become FMEL's JSON objects once, at the end.
 # Optional fields of a "submitted" event, in tuple order: parent/oco are the order ids it is
 # linked to, expires_at the ISO time after which it is withdrawn.
-_SUBMITTED_OPTIONAL = (
+SUBMITTED_OPTIONAL = (
     "limit_price",
     "stop_price",
     "parent_order_id",
@@ -159,10 +159,10 @@ _SUBMITTED_OPTIONAL = (
     "trail_percent",
     "expires_at",
 )
-_NO_OPTIONAL = (None,) * len(_SUBMITTED_OPTIONAL)
+_NO_OPTIONAL = (None,) * len(SUBMITTED_OPTIONAL)
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     # "" = the size field, named in the tuple; then the optional fields (None = absent)
-    "submitted": ("order_id", "", "order_type", *_SUBMITTED_OPTIONAL),
+    "submitted": ("order_id", "", "order_type", *SUBMITTED_OPTIONAL),
     "cancelled": ("order_id", "reason"),
     "rejected": ("order_id", "reason"),
     "rejected_decision": ("reason",),  # a decision that failed the field checks (no order)
@@ -184,7 +184,7 @@ def event_dict(event: Any, time: str | None = None) -> dict[str, Any]:
         out["order_id"] = order_id
         out[size_name] = size
         out["order_type"] = order_type
-        for name, value in zip(_SUBMITTED_OPTIONAL, optional, strict=True):
+        for name, value in zip(SUBMITTED_OPTIONAL, optional, strict=True):
             if value is not None:
                 out[name] = value
         return out
@@ -245,7 +245,7 @@ def event_json(event: Any, time: str) -> str:
                 if event[6:] == _NO_OPTIONAL:
                     return head + "}"
                 parts = [head]
-                for name, value in zip(_SUBMITTED_OPTIONAL, event[6:], strict=True):
+                for name, value in zip(SUBMITTED_OPTIONAL, event[6:], strict=True):
                     if value is None:
                         continue
                     value_kind = type(value)
