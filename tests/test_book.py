@@ -153,3 +153,30 @@ def test_book_value_is_the_exactly_rounded_sum() -> None:
     overflow = np.array([1e308, 1e308, -1e308])  # the first two overflow: the sum is not finite
     assert math.isinf(book_value(overflow, np.ones(3)))
     assert math.isinf(_book_value(overflow, np.ones(3), False))
+
+
+def test_event_texts_with_long_symbol_names_match_the_broker() -> None:
+    """Trade events carry the symbol's JSON text: a name of thousands of characters (escaped
+    quotes and non-ASCII included) still fits the compiled renderer's buffer, byte for byte."""
+    symbols = ("X" * 3000, 'Q"\\é' * 700)
+    index = {s: i for i, s in enumerate(symbols)}
+    settings = BacktestSettings(initial_cash=1e9)
+    n_bars = 6
+    ts = np.arange(n_bars, dtype=np.int64) * flows.DAY
+    prices = np.tile(np.array([10.0, 20.0]), (n_bars, 1)) + np.arange(n_bars)[:, None]
+    block = np.stack([prices, prices * 1.01, prices * 0.99, prices, np.full_like(prices, 1e6)], axis=1)
+    broker = Broker(symbols, settings)
+    book = CompiledBook(symbols, settings, ts, *(block[:, f] for f in range(4)))
+    for t in range(n_bars):
+        broker.on_bar(t, int(ts[t]), block[t])
+        for seq, symbol in enumerate(symbols):
+            raw = {"symbol": symbol, "action": "BUY" if t % 2 == 0 else "SELL", "quantity": 5.0}
+            checked = check_decision(raw, index)
+            book.add(t, seq, checked, f"d{t}-{seq}")
+            broker.submit(checked, f"d{t}-{seq}", t, int(ts[t]), seq)
+    book.advance(n_bars)
+    broker.cancel_all(int(ts[-1]), "run ended")
+    book.cancel_all(int(ts[-1]))
+    texts = book.events_json()
+    assert texts == broker.events_json()
+    assert any("trade_closed" in text for text in texts.values())

@@ -58,7 +58,7 @@ OUTCOMES = ("filled", "cancelled", "rejected")
 FILLED, CANCELLED, REJECTED = range(3)
 SIZE_NAMES = ("quantity", "target_shares", "target_percent")
 _RENDER_BATCH = 65_536  # event rows rendered per compiled call at the end of a run
-_MAX_TEMPLATE = 512  # bytes a templated event text takes beyond its numbers' texts (at most ~330)
+_MAX_TEMPLATE = 512  # bytes of a template's own words, with room (the longest is about 300)
 _TEMPLATED = np.array([EV_SUBMITTED, EV_FILLED, EV_OPENED, EV_CLOSED], dtype=np.int8)
 # Per event kind, the numbers (columns of ``f``) its text holds, and those it cannot do without
 # (a submitted order's other numbers are optional: NaN = absent).
@@ -1390,6 +1390,9 @@ class CompiledBook:
         time_texts = iso_many(unique.tolist())
         times, time_at = _text_table(list(time_texts.values()))
         symbols, symbol_at = _text_table([_json_str(s) for s in self.symbols])
+        # bytes an event's text may take beyond its numbers (the kernel writes unchecked: this
+        # bounds its buffer): the template, a time, a symbol
+        per_event = _MAX_TEMPLATE + int(np.diff(time_at).max()) + int(np.diff(symbol_at).max(initial=0))
         parts: list[np.ndarray] = []
         ends: list[np.ndarray] = []
         done = 0
@@ -1407,7 +1410,7 @@ class CompiledBook:
             for m, text in own.items():
                 lengths[m - lo] = len(text)
             own_at = np.concatenate(([0], np.cumsum(lengths)))
-            out = np.empty(blob.size + own_bytes.size + _MAX_TEMPLATE * (hi - lo), dtype=np.uint8)
+            out = np.empty(blob.size + own_bytes.size + per_event * (hi - lo), dtype=np.uint8)
             row_end = np.empty(hi - lo, dtype=np.int64)
             size = _render_events(
                 ev.kind[lo:hi], ev.oid[lo:hi], ev.code[lo:hi], ev.i1[lo:hi], ev.i2[lo:hi], numbers, times,
