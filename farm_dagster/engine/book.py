@@ -1256,15 +1256,22 @@ class CompiledBook:
 
     def fill_rows(self) -> list[tuple[Any, ...]]:
         """Fills as tuples in :class:`~farm_dagster.engine.broker.Fill` field order."""
+        return list(zip(*(column.tolist() for column in self.fill_columns()), strict=True))
+
+    def fill_columns(self) -> list[np.ndarray]:
+        """Fills as columns in :class:`~farm_dagster.engine.broker.Fill` field order (decision ids,
+        symbols and sides as object arrays)."""
         n = int(self.si[I_FILLS])
         f = self.fill_table
-        ids = self.decision_ids
+        ids = np.empty(len(self.decision_ids), dtype=object)
+        ids[:] = self.decision_ids
+        symbols = np.empty(len(self.symbols), dtype=object)
+        symbols[:] = self.symbols
+        side = np.where(f.side[:n] > 0, "BUY", "SELL").astype(object)
         return [
-            (oid, ids[k], ts, self.symbols[i], "BUY" if side > 0 else "SELL", qty, price, com, slip)
-            for oid, k, ts, i, side, qty, price, com, slip in zip(
-                *(col[:n].tolist() for col in f), strict=True
-            )
-        ]
+            f.oid[:n].copy(), ids[f.dec[:n]], f.ts[:n].copy(), symbols[f.sym[:n]], side,
+            f.qty[:n].copy(), f.price[:n].copy(), f.commission[:n].copy(), f.slippage[:n].copy(),
+        ]  # fmt: skip
 
     def trade_columns(self) -> dict[str, np.ndarray]:
         """Every trade as columns: the closed ones in closing order, then the open ones by symbol,

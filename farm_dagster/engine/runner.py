@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from farm_dagster.engine import protocol
-from farm_dagster.engine.broker import Broker, Trade, events_json, iso_many, percent_target
+from farm_dagster.engine.broker import Broker, events_json, iso_many, percent_target
 from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.identity import code_hash as _code_hash
 from farm_dagster.engine.identity import result_id as _result_id
@@ -286,11 +286,27 @@ class _Run:
         """Withdraw the orders still open when the run ends (``reason``: "run ended" or "run <status>")."""
         self.broker.cancel_all(ts_ns, reason)
 
-    def fill_rows(self) -> list[tuple[Any, ...]]:
-        return self.broker.fill_rows()
+    def fill_columns(self) -> list[Any]:
+        """The fills as columns, in ``Fill`` field order."""
+        rows = self.broker.fill_rows()
+        return list(zip(*rows, strict=True)) if rows else [()] * len(_FILL_COLUMNS)
 
-    def all_trades(self) -> list[Trade]:
-        return self.broker.all_trades()
+    def trade_columns(self) -> dict[str, Any]:
+        """The trades as the columns :func:`_trades_frame` takes."""
+        trades = self.broker.all_trades()
+        return {
+            "symbol": [t.symbol for t in trades],
+            "direction": [t.direction for t in trades],
+            "entry_ts": [t.entry_ts for t in trades],
+            "exit_ts": [t.exit_ts for t in trades],  # None while open
+            "closed": np.array([t.exit_ts is not None for t in trades], dtype=bool),
+            "quantity": np.array([t.quantity for t in trades], dtype=np.float64),
+            "entry_notional": np.array([t.entry_notional for t in trades], dtype=np.float64),
+            "exit_quantity": np.array([t.exit_quantity for t in trades], dtype=np.float64),
+            "exit_notional": np.array([t.exit_notional for t in trades], dtype=np.float64),
+            "pnl": np.array([t.pnl for t in trades], dtype=np.float64),
+            "decision_id": [t.decision_id for t in trades],
+        }
 
     def events_texts(self) -> dict[Any, str]:
         """FMEL events texts of the decisions not rendered during the stream."""
@@ -429,11 +445,26 @@ class _CompiledRun(_Run):
         self._end_reason = reason
         self.book.cancel_all(ts_ns)
 
-    def fill_rows(self) -> list[tuple[Any, ...]]:
-        return self.book.fill_rows()
+    def fill_columns(self) -> list[Any]:
+        return self.book.fill_columns()
 
-    def all_trades(self) -> list[Trade]:
-        return self.book.all_trades()
+    def trade_columns(self) -> dict[str, Any]:
+        c = self.book.trade_columns()
+        closed = c["closed"]
+        nat = np.iinfo(np.int64).min
+        return {
+            "symbol": _objects(self.symbols)[c["sym"]],
+            "direction": np.where(c["direction"] > 0, "long", "short").astype(object),
+            "entry_ts": c["entry_ts"],
+            "exit_ts": np.where(closed, c["exit_ts"], nat),  # NaT while open
+            "closed": closed,
+            "quantity": c["quantity"],
+            "entry_notional": c["entry_notional"],
+            "exit_quantity": c["exit_qty"],
+            "exit_notional": c["exit_notional"],
+            "pnl": c["pnl"],
+            "decision_id": _objects(self.book.decision_ids)[c["dec"]],
+        }
 
     def events_texts(self) -> dict[Any, str]:
         """Each decision's events as FMEL's JSON array, joined per decision in the order they happened."""
@@ -801,8 +832,8 @@ def _result(
         index=index,
     )
     positions = pd.DataFrame(run.positions[:n], index=index, columns=list(panel.symbols))
-    fills = _fills_frame(run.fill_rows())
-    trades = _trades_frame(run.all_trades())
+    fills = _fills_frame(run.fill_columns())
+    trades = _trades_frame(run.trade_columns())
     decisions = (
         run.log.frame(run.events_texts(), positions=run.positions[:n]) if len(run.log) else empty_frame()
     )
@@ -842,52 +873,54 @@ _FILL_COLUMNS = (
 _FILL_DTYPES = (np.int64, object, None, object, object, np.float64, np.float64, np.float64, np.float64)
 
 
-def _fills_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
-    """Fills (``Fill`` field order), built column by column: a frame from a list of row tuples makes
-    pandas infer every cell's type (about 2 s on 370,000 fills), typed columns do not."""
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(_FILL_COLUMNS)
+def _fills_frame(columns: list[Any]) -> pd.DataFrame:
+    """Fills from their columns (``Fill`` field order; lists or arrays), each typed once: a frame
+    from a list of row tuples makes pandas infer every cell's type (about 2 s on 370,000 fills)."""
     data: dict[str, Any] = {}
     for name, dtype, values in zip(_FILL_COLUMNS, _FILL_DTYPES, columns, strict=True):
         data[name] = _utc(values) if name == "timestamp" else _column(values, dtype)
     return pd.DataFrame(data, copy=False)  # the columns are new: no copy needed
 
 
-def _trades_frame(trades: list[Trade]) -> pd.DataFrame:
-    entry_notional = np.array([t.entry_notional for t in trades], dtype=np.float64)
-    quantity = np.array([t.quantity for t in trades], dtype=np.float64)
-    exit_notional = np.array([t.exit_notional for t in trades], dtype=np.float64)
-    exit_quantity = np.array([t.exit_quantity for t in trades], dtype=np.float64)
-    closed = np.array([t.exit_ts is not None for t in trades], dtype=bool)
-    pnl = np.array([t.pnl for t in trades], dtype=np.float64)
+def _trades_frame(c: dict[str, Any]) -> pd.DataFrame:
+    """Trades from their columns (see ``_Run.trade_columns``): prices and returns derived here."""
+    quantity, entry_notional, pnl, closed = c["quantity"], c["entry_notional"], c["pnl"], c["closed"]
+    exit_quantity, exit_notional = c["exit_quantity"], c["exit_notional"]
     with np.errstate(divide="ignore", invalid="ignore"):  # what Trade.entry_price/exit_price compute
         data = {
-            "symbol": _column([t.symbol for t in trades], object),
-            "direction": _column([t.direction for t in trades], object),
-            "entry_time": _utc([t.entry_ts for t in trades]),
-            "exit_time": _utc([t.exit_ts for t in trades]),
-            "quantity": quantity,
+            "symbol": _column(c["symbol"], object),
+            "direction": _column(c["direction"], object),
+            "entry_time": _utc(c["entry_ts"]),
+            "exit_time": _utc(c["exit_ts"]),
+            "quantity": _column(quantity, np.float64),
             "entry_price": entry_notional / quantity,
             "exit_price": np.where(closed & (exit_quantity != 0), exit_notional / exit_quantity, np.nan),
-            "pnl": pnl,
+            "pnl": _column(pnl, np.float64),
             "return_pct": pnl / entry_notional,
             "status": np.where(closed, "closed", "open").astype(object),
-            "decision_id": _column([t.decision_id for t in trades], object),
+            "decision_id": _column(c["decision_id"], object),
         }
     return pd.DataFrame(data, copy=False)  # the columns are new: no copy needed
 
 
+def _objects(values: Any) -> np.ndarray:
+    """``values`` as an object array (to pick names and ids by index)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def _column(values: Any, dtype: Any) -> np.ndarray:
-    if dtype is object:
-        out = np.empty(len(values), dtype=object)
-        out[:] = values
-        return out
-    return np.array(values, dtype=dtype)
+    return _objects(values) if dtype is object else np.array(values, dtype=dtype)
 
 
-def _utc(values: list[int | None]) -> pd.DatetimeIndex:
-    """ns integers (None = NaT) -> UTC timestamps."""
-    nat = np.iinfo(np.int64).min
-    raw = np.array([nat if v is None else v for v in values], dtype=np.int64).view("datetime64[ns]")
+def _utc(values: Any) -> pd.DatetimeIndex:
+    """ns integers (a list with None = NaT, or an int64 array with NaT's value) -> UTC timestamps."""
+    if isinstance(values, np.ndarray):
+        raw = values.astype(np.int64).view("datetime64[ns]")
+    else:
+        nat = np.iinfo(np.int64).min
+        raw = np.array([nat if v is None else v for v in values], dtype=np.int64).view("datetime64[ns]")
     return pd.DatetimeIndex(raw).tz_localize("UTC")
 
 
