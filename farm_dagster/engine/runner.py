@@ -427,9 +427,9 @@ class _CompiledRun(_Run):
     def render_some(self, budget: int = 4) -> bool:
         """Render the inputs texts of up to ``budget`` decisions. False = nothing to do now.
 
-        The event texts are not rendered here: the book renders them all at the end in compiled
-        code (:meth:`CompiledBook.events_json`) for less than a slice of them would hold up the
-        agent's next bars during the stream (bench/RESULTS.md).
+        The event texts are not rendered here: slices of them held up the agent's next bars
+        during the stream, and the book renders them all at the end, in compiled code
+        (:meth:`CompiledBook.events_json`), in less time than those slices took (bench/RESULTS.md).
         """
         queue = self._inputs_due
         if not queue:
