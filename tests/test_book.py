@@ -79,7 +79,7 @@ def _assert_same(seed: int, settings, per_bar: tuple[int, ...]) -> None:
     assert not rejected & set(compiled)  # the checks' rejections are logged by the runner, not a book
     assert compiled == python_events
     assert book.events_json() == broker.events_json()  # FMEL's texts, byte for byte
-    # As a runner gets them: the first half rendered earlier (times spelled on the spot), the rest at the end
+    # The first half rendered earlier the Python way (times spelled on the spot), the rest compiled
     early = book.event_texts(0, book.n_events // 2, {})
     assert book.events_json(early) == broker.events_json()
 

@@ -33,7 +33,12 @@ import orjson
 from farm_dagster.engine.broker import SUBMITTED_OPTIONAL, Trade, iso, iso_many
 from farm_dagster.engine.broker import event_json as _json_text
 from farm_dagster.engine.costs import BacktestSettings
-from farm_dagster.engine.protocol import CheckedDecision, parse_order_ref
+from farm_dagster.engine.protocol import (
+    ORJSON_AS_REPR_HIGH,
+    ORJSON_AS_REPR_LOW,
+    CheckedDecision,
+    parse_order_ref,
+)
 
 # ----------------------------------------------------------------------------------------- codes
 BUY, SELL, TARGET, CANCEL = 1, 2, 3, 4
@@ -1176,9 +1181,10 @@ class CompiledBook:
     def advance(self, hi: int) -> None:
         """Book bars ``processed``..``hi - 1`` with the decisions queued for them.
 
-        Why the care over fixed costs: the runner books a bar or two at a time, right after it
-        handed the agent its next bar, so that booking never holds up a hand-off; each call's
-        Python work (columns, room checks) counts as much as the kernel's.
+        Why the care over fixed costs: the runner books the bars it applied as soon as it has
+        caught up with the agent, often one bar a call, so that a call is short and lands while
+        the agent thinks; each call's Python work (columns, room checks) counts as much as the
+        kernel's.
         """
         lo = self.processed
         if hi <= lo:
@@ -1366,8 +1372,8 @@ class CompiledBook:
         self, lo: int, hi: int, times: dict[int, str], run_end_reason: str = "run ended"
     ) -> list[str]:
         """FMEL JSON texts of event rows ``lo``..``hi - 1`` (``times``: bar time -> its text; other
-        times are spelled on the spot). A booked row never changes, so a runner renders them while
-        the agent thinks and joins them per decision with :meth:`events_json` at the end."""
+        times are spelled on the spot), the broker's Python way: :meth:`events_json` uses it for
+        the rows its compiled renderer leaves, and accepts texts rendered with it earlier."""
         get = times.get
         return [
             _json_text(event, get(event[1]) or iso(event[1]))
@@ -1456,7 +1462,14 @@ class CompiledBook:
             ~np.isin(kinds, _TEMPLATED)
             | ((kinds == EV_SUBMITTED) & ((ev.code[lo:hi] & 256) != 0))  # an expiry: a time to spell
             | (np.isnan(numbers) & _NUMBERS_NEEDED[kinds]).any(axis=1)
-            | (used & (np.isinf(numbers) | (size >= 1e16) | ((size < 1e-4) & (size != 0.0)))).any(axis=1)
+            | (
+                used
+                & (
+                    np.isinf(numbers)
+                    | (size >= ORJSON_AS_REPR_HIGH)
+                    | ((size < ORJSON_AS_REPR_LOW) & (size != 0.0))
+                )
+            ).any(axis=1)
         )
         for r in np.flatnonzero(odd).tolist():
             m = lo + r

@@ -117,6 +117,9 @@ def dumps_sorted(obj: Any) -> str:
 
 
 _orjson_dumps = orjson.dumps
+# Where orjson spells a float as ``repr`` does (see float_text): from ORJSON_AS_REPR_LOW up to,
+# not including, ORJSON_AS_REPR_HIGH in magnitude (and 0.0, which both spell "0.0").
+ORJSON_AS_REPR_LOW, ORJSON_AS_REPR_HIGH = 1e-4, 1e16
 
 
 def float_text(value: float) -> str:
@@ -128,7 +131,7 @@ def float_text(value: float) -> str:
     1e16 (checked on about 500,000 random values in the tests). Below 1e-4 orjson writes no
     exponent where ``repr`` does, so ``repr`` is used outside that range.
     """
-    if 1e-4 <= abs(value) < 1e16:
+    if ORJSON_AS_REPR_LOW <= abs(value) < ORJSON_AS_REPR_HIGH:
         return _orjson_dumps(value).decode()
     return repr(value)
 
