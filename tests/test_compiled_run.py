@@ -88,5 +88,17 @@ def test_order_types_rejections_and_a_crash_book_the_same_in_both_books(name: st
 
 
 def test_an_unknown_book_is_refused_with_the_choices() -> None:
-    with pytest.raises(ValueError, match="python, compiled"):
+    with pytest.raises(ValueError, match="auto, python, compiled"):
         run_backtest("", synthetic_panel(1, 5), BacktestSettings(), agent_id="a", run_id="r", book="rust")
+
+
+def test_auto_books_large_runs_compiled_and_small_ones_with_the_python_broker(monkeypatch) -> None:
+    from farm_dagster.engine import runner
+
+    code = (PROJECT_ROOT / "examples" / "buy_and_hold.py").read_text()
+    panel = synthetic_panel(3, 40, seed=5)  # 120 symbol-bars
+    small = run_backtest(code, panel, BacktestSettings(), agent_id="a", run_id="r")
+    monkeypatch.setattr(runner, "AUTO_COMPILED_SYMBOL_BARS", 120)
+    large = run_backtest(code, panel, BacktestSettings(), agent_id="a", run_id="r")
+    assert (small.info["book"], large.info["book"]) == ("python", "compiled")
+    _assert_same(small, large)

@@ -140,6 +140,42 @@ def test_context_sees_only_streamed_bars_read_only_and_records_reads() -> None:
         ctx.history("AAA", "vwap")
 
 
+@pytest.mark.parametrize("n_symbols", [3, 100, 700])
+def test_history_touch_ahead_maps_the_pages_of_each_bar_before_it_comes_and_writes_only_zeros(
+    n_symbols: int,
+) -> None:
+    """The host calls ``touch_ahead`` after each answer so that ``append`` finds its pages mapped.
+
+    The buffer's unstreamed rows are NaN here, so a write shows (touch_ahead writes 0.0) and an
+    appended value shows (the blocks hold no NaN): before each bar comes, every 4 KiB page its
+    row lies on must hold a written value already, and nothing but zeros is ever written ahead.
+    """
+    bars, page = 4, 4096
+    step = max(1, 512 // n_symbols)  # rows per page of one field
+    capacity = max(16, 3 * step + bars + 2)  # History holds at least 16 rows
+    history = History(n_symbols, capacity=capacity, expected=capacity)
+    history.data[:] = np.nan
+    flat = history.data.reshape(-1)
+    base = history.data.ctypes.data
+    blocks = np.random.default_rng(n_symbols).normal(size=(capacity, 5, n_symbols))
+    checked = 0
+    for n, block in enumerate(blocks):
+        if n >= step + bars:  # from here on, every row's pages were touched ahead of it
+            for field in range(5):
+                lo = (field * capacity + n) * n_symbols  # the row's first float in the buffer
+                for address in range((base + 8 * lo) // page, (base + 8 * (lo + n_symbols) - 1) // page + 1):
+                    first = max(0, -(-(address * page - base) // 8))
+                    last = min(flat.size, ((address + 1) * page - base) // 8)
+                    assert not np.isnan(flat[first:last]).all(), (n, field, address)
+                    checked += 1
+        history.append(n, block)
+        history.touch_ahead(bars)
+        ahead = history.data[:, n + 1 :]
+        assert (np.isnan(ahead) | (ahead == 0.0)).all()
+    assert checked > 0
+    np.testing.assert_array_equal(history.data, blocks.transpose(1, 0, 2))
+
+
 def test_decision_helpers_build_compact_wire_form() -> None:
     d = buy(
         "AAA",

@@ -75,9 +75,10 @@ LIMIT_TYPES = ("limit", "stop_limit", "trailing_stop_limit")  # need a limit_pri
 TRAIL_TYPES = ("trailing_stop", "trailing_stop_limit")  # need a trail_amount or a trail_percent
 # What the agent's process reports with DONE ("timing_s": seconds per part of its loop): waiting
 # for the next bar, taking it (history, mirror broker), the agent's own code, the checks of its
-# answer for the mirror, encoding it, sending it. Reported by the sandboxed side, so diagnostics
-# only: nothing that is accounted or ranked reads it.
-AGENT_TIMING = ("waiting", "taking_bar", "agent_code", "checks", "encoding", "sending")
+# answer for the mirror, encoding it, sending it, and what it does after sending, while the parent
+# handles the answer (the mirror takes the orders; the history's next pages are mapped). Reported
+# by the sandboxed side, so diagnostics only: nothing that is accounted or ranked reads it.
+AGENT_TIMING = ("waiting", "taking_bar", "agent_code", "checks", "encoding", "sending", "after_sending")
 MAX_REASONING = 4000
 MAX_INPUTS = 64
 MAX_TARGET_PERCENT = 10.0
