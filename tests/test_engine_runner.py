@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from farm_dagster import PROJECT_ROOT
-from farm_dagster.engine import protocol
+from farm_dagster.engine import protocol, runner
 from farm_dagster.engine.costs import BacktestSettings, CostModel
 from farm_dagster.engine.runner import run_backtest
 from farm_dagster.market_data.panel import BarPanel
@@ -523,3 +524,16 @@ def test_the_agent_process_reports_where_its_time_went() -> None:
     assert all(value >= 0 for value in timing.values())
     assert timing["agent_code"] > 0 and timing["waiting"] > 0
     assert sum(timing.values()) <= result.timings["total_s"]
+
+
+def test_the_host_maps_its_history_before_the_lockdown_only_for_native_runs_within_half_its_memory() -> None:
+    panel = synthetic_panel(10, 1000, seed=1)
+    size_mb = 5 * 1000 * 10 * 8 / 2**20
+    assert runner._prepare_spec("native", panel, SandboxLimits()) == {"history": [10, 1000]}
+    assert runner._prepare_spec("backtrader", panel, SandboxLimits()) is None
+    roomy, tight = (
+        SandboxLimits(memory_mb=math.ceil(2 * size_mb)),
+        SandboxLimits(memory_mb=math.floor(2 * size_mb)),
+    )
+    assert runner._prepare_spec("native", panel, roomy) is not None
+    assert runner._prepare_spec("native", panel, tight) is None

@@ -4,6 +4,7 @@ and the child host driven in-process through its real message handling."""
 from __future__ import annotations
 
 import math
+import os
 from datetime import datetime
 
 import numpy as np
@@ -494,3 +495,33 @@ def test_host_reports_load_errors() -> None:
     channel = _FakeChannel([_init(AGENT, {"nope": 1})])
     host.main(channel)
     assert "unknown parameter" in protocol.decode_json(channel.sent[0])["message"]
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_host_prepare_maps_the_announced_history_at_once_and_the_run_keeps_its_bars_there() -> None:
+    n_bars = 1_700_000  # 5 fields x 1 symbol x 8 bytes: 68 MB
+    before = _resident_bytes()
+    host.prepare({"history": [1, n_bars]})
+    assert _resident_bytes() - before >= 0.95 * 5 * n_bars * 8  # mapped now, not as the bars come
+    buffer = host._mapped[(1, n_bars)]
+    assert buffer.shape == (5, n_bars, 1) and not buffer.any()
+    settings = BacktestSettings()
+    init = protocol.encode_json(
+        protocol.INIT,
+        {
+            "code": AGENT,
+            "filename": "once.py",
+            "symbols": ["AAA"],
+            "settings": settings.to_json(),
+            "n_bars_hint": n_bars,
+        },
+    )
+    channel = _FakeChannel([init] + [_bar(t, 10.0 + t) for t in range(5)])
+    host.main(channel)
+    assert (1, n_bars) not in host._mapped  # taken by the run, once
+    assert [m[0] for m in channel.sent][-1] == protocol.ERROR  # the agent's 1 / 0 on its fourth bar
+    assert buffer[3, :5, 0].tolist() == [10.0, 11.0, 12.0, 13.0, 0.0]  # its closes, nothing beyond

@@ -7,11 +7,15 @@ None of it is trusted by the parent, which recomputes the accounting from the de
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import linecache
+import mmap
 import time
 import traceback
 from typing import Any
+
+import numpy as np
 
 from farm_dagster.engine import protocol
 from farm_dagster.engine.broker import Broker
@@ -83,6 +87,32 @@ def _wire(result: Any, bar: int) -> list[Any]:
     return out
 
 
+# The history buffer mapped by ``prepare`` before the lockdown: (n_symbols, capacity) -> buffer.
+_MADV_POPULATE_WRITE = 23  # Linux >= 5.14; not in Python 3.11's mmap module
+_mapped: dict[tuple[int, int], np.ndarray] = {}
+
+
+def prepare(spec: dict[str, Any]) -> None:
+    """Before the lockdown (sandbox/child.py): map the announced run's history buffer in one call.
+
+    ``spec["history"] = [n_symbols, n_bars]``, from the parent. Why: the lockdown forbids ``mmap``,
+    and a buffer mapped page by page as the bars arrive costs the agent's process a page fault per
+    4 KiB (about 0.65 s on 100 symbols x 100,000 bars, against 0.12 s here, before READY). The
+    parent asks only for a buffer well within the sandbox's memory limit, which applies to it
+    once the lockdown is in place.
+    """
+    n_symbols, n_bars = (int(v) for v in spec["history"])
+    capacity = max(16, n_bars)
+    region = mmap.mmap(-1, 5 * capacity * n_symbols * 8, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(OSError, AttributeError):
+        region.madvise(mmap.MADV_HUGEPAGE)
+    try:
+        region.madvise(_MADV_POPULATE_WRITE)
+    except OSError:  # a kernel before 5.14: map it by writing
+        np.frombuffer(region, dtype=np.uint8)[::4096] = 0
+    _mapped[(n_symbols, capacity)] = np.frombuffer(region, dtype=np.float64).reshape(5, capacity, n_symbols)
+
+
 def main(channel: Any) -> None:
     """Serve one run: INIT -> READY, then BAR -> DECISIONS until END -> DONE (or ERROR)."""
     config = protocol.recv_init(channel)
@@ -95,7 +125,8 @@ def main(channel: Any) -> None:
         # Allocate the announced run once: growing by doubling copies the buffer and holds the old
         # and the new one at the same time, which costs both time and peak memory.
         hint = int(config.get("n_bars_hint") or 1024)
-        history = History(len(symbols), capacity=hint, expected=hint)
+        mapped = _mapped.pop((len(symbols), max(16, hint)), None)
+        history = History(len(symbols), capacity=hint, expected=hint, mapped=mapped)
         ctx = Context(symbols, history, broker)
         agent.setup(ctx)
         ctx._take_reads()

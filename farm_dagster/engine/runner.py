@@ -698,7 +698,8 @@ def run_backtest(
     if rejection is None:
         # Launch first: the child boots (interpreter, imports, lockdown) on the other core while
         # this process hashes the data for the run's identity, instead of one after the other.
-        proc = SandboxProcess(HOST_ENTRIES[kind], limits or SandboxLimits())
+        limits = limits or SandboxLimits()
+        proc = SandboxProcess(HOST_ENTRIES[kind], limits, prepare=_prepare_spec(kind, panel, limits))
         try:
             proc.start()
             proc.send(_init_message(code, filename, kind, panel, settings, mode))
@@ -806,6 +807,18 @@ class _BookLoader(threading.Thread):
             warm_up()
         except Exception as exc:  # noqa: BLE001 - the run falls back to the Python broker, and says so
             self.failure = exc
+
+
+def _prepare_spec(kind: str, panel: BarPanel, limits: SandboxLimits) -> dict[str, Any] | None:
+    """What the agent's host prepares before its lockdown (``engine.host.prepare``): a native
+    run's history buffer, mapped in one call, when it takes at most half the sandbox's memory.
+    A larger one is mapped as the bars come, under the limit, which then decides as before."""
+    if kind != "native":
+        return None
+    size = 5 * max(16, panel.n_bars) * panel.n_symbols * 8
+    if size > limits.memory_mb * 2**20 // 2:
+        return None
+    return {"history": [panel.n_symbols, panel.n_bars]}
 
 
 def _identify(code: str, panel: BarPanel, settings: BacktestSettings) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """Bootstrap of a sandboxed child: ``python -m farm_dagster.sandbox.child ENTRY RFD WFD CONFIG``.
 
 Order matters: import the trusted modules (the entry's module pulls numpy, the SDK and the
-engine) while imports are still unrestricted, then lock the process down, then hand the channel
+engine) while imports are still unrestricted, let the entry's module prepare what the lockdown
+would make slower or impossible (its ``prepare(spec)``, given the parent's ``prepare`` config: the
+host maps the agent's history buffer in one go), then lock the process down, then hand the channel
 to the entry function, which is the first place agent code can run.
 """
 
@@ -32,8 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     from farm_dagster.sandbox.process import Channel
 
     module_name, _, func_name = entry.partition(":")
-    func = getattr(importlib.import_module(module_name), func_name)  # trusted imports happen here
+    module = importlib.import_module(module_name)  # trusted imports happen here
+    func = getattr(module, func_name)
     channel = Channel(int(read_fd), int(write_fd))
+    if config.get("prepare") is not None and hasattr(module, "prepare"):
+        module.prepare(config["prepare"])  # the parent's spec, before any agent code exists
     _lock_down(SandboxLimits(**config["limits"]), config.get("allowed_modules"))
     func(channel)
     return 0

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from farm_dagster.engine.protocol import HEADER, MAX_FRAME, ProtocolError
 from farm_dagster.sandbox.limits import SandboxLimits
@@ -184,10 +185,14 @@ class SandboxProcess:
         limits: SandboxLimits | None = None,
         *,
         allowed_modules: tuple[str, ...] | None = None,
+        prepare: dict[str, Any] | None = None,
     ) -> None:
         self.entry = entry
         self.limits = limits or SandboxLimits()
         self.allowed_modules = allowed_modules
+        # Handed to the entry module's ``prepare`` before the lockdown (see sandbox/child.py):
+        # written by the trusted parent, never by the agent.
+        self.prepare = prepare
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: Channel | None = None
         self._stderr: deque[bytes] = deque()
@@ -200,7 +205,11 @@ class SandboxProcess:
     def start(self) -> SandboxProcess:
         to_child_r, to_child_w = os.pipe()
         to_parent_r, to_parent_w = os.pipe()
-        config = {"limits": asdict(self.limits), "allowed_modules": self.allowed_modules}
+        config = {
+            "limits": asdict(self.limits),
+            "allowed_modules": self.allowed_modules,
+            "prepare": self.prepare,
+        }
         cmd = [
             sys.executable,
             "-B",
