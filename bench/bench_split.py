@@ -37,6 +37,7 @@ from farm_dagster.engine import host, protocol, runner  # noqa: E402
 from farm_dagster.engine.costs import BacktestSettings  # noqa: E402
 from farm_dagster.engine.result import BacktestResult  # noqa: E402
 from farm_dagster.market_data.synthetic import synthetic_panel  # noqa: E402
+from farm_dagster.sandbox.limits import SandboxLimits  # noqa: E402
 from farm_dagster.sandbox.process import SandboxProcess  # noqa: E402
 
 SECTION = "bench_split"
@@ -137,8 +138,11 @@ def measure(n_symbols: int, n_bars: int, repeats: int) -> dict[str, Any]:
     init = runner._init_message(code, BENCH_AGENT.name, "native", panel, settings, "backtest")
     messages = [init, *(m for _, _, m in runner._bar_messages(panel)), bytes((protocol.END,))]
     agent = []
+    spec = runner._prepare_spec("native", panel, SandboxLimits())
     for k in range(repeats):
         channel = _Channel(messages)
+        if spec is not None:  # what a real run's host does before its lockdown, outside the stream
+            host.prepare(spec)
         started = time.perf_counter()
         host.main(channel)
         agent.append(time.perf_counter() - started)

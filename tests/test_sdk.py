@@ -525,3 +525,15 @@ def test_host_prepare_maps_the_announced_history_at_once_and_the_run_keeps_its_b
     assert (1, n_bars) not in host._mapped  # taken by the run, once
     assert [m[0] for m in channel.sent][-1] == protocol.ERROR  # the agent's 1 / 0 on its fourth bar
     assert buffer[3, :5, 0].tolist() == [10.0, 11.0, 12.0, 13.0, 0.0]  # its closes, nothing beyond
+
+
+def test_host_prepare_without_room_leaves_the_run_to_map_its_history_as_the_bars_come(monkeypatch) -> None:
+    def no_room(*args: object, **kwargs: object) -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(host.mmap, "mmap", no_room)
+    host.prepare({"history": [3, 500]})
+    assert (3, 500) not in host._mapped
+    channel = _FakeChannel([_init(AGENT)] + [_bar(t, 10.0 + t) for t in range(3)] + [bytes((protocol.END,))])
+    host.main(channel)  # the run goes on with a buffer of its own
+    assert [m[0] for m in channel.sent] == [protocol.READY] + [protocol.DECISIONS] * 3 + [protocol.DONE]

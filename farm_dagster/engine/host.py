@@ -103,7 +103,10 @@ def prepare(spec: dict[str, Any]) -> None:
     """
     n_symbols, n_bars = (int(v) for v in spec["history"])
     capacity = max(16, n_bars)
-    region = mmap.mmap(-1, 5 * capacity * n_symbols * 8, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        region = mmap.mmap(-1, 5 * capacity * n_symbols * 8, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError:  # no room now: the run maps its buffer as the bars come, under its limit
+        return
     with contextlib.suppress(OSError, AttributeError):
         region.madvise(mmap.MADV_HUGEPAGE)
     try:
