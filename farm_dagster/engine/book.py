@@ -14,9 +14,9 @@ both sides (``broker.book_value``; :func:`_book_value` here), so they agree to t
 whatever the order of the terms.
 
 What stays in Python: the field checks of each decision (they produce text), and turning the
-columns into Python rows and FMEL texts (:class:`CompiledBook`). The parent's book when a run
-asks for it (``run_backtest(..., book="compiled")``, :class:`~farm_dagster.engine.runner._CompiledRun`);
-not the default yet: see the README's status section.
+columns into Python rows and FMEL texts (:class:`CompiledBook`). The parent's book of large runs
+(``run_backtest``'s ``book="auto"``: from 1,000,000 symbol-bars) and of runs that ask for it
+(``book="compiled"``), through :class:`~farm_dagster.engine.runner._CompiledRun`.
 """
 
 from __future__ import annotations
