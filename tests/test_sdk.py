@@ -507,7 +507,7 @@ def test_host_prepare_maps_the_announced_history_at_once_and_the_run_keeps_its_b
     before = _resident_bytes()
     host.prepare({"history": [1, n_bars]})
     assert _resident_bytes() - before >= 0.95 * 5 * n_bars * 8  # mapped now, not as the bars come
-    buffer = host._mapped[(1, n_bars)]
+    buffer = host._mapped[History.shape(1, n_bars)]
     assert buffer.shape == (5, n_bars, 1) and not buffer.any()
     settings = BacktestSettings()
     init = protocol.encode_json(
@@ -522,7 +522,7 @@ def test_host_prepare_maps_the_announced_history_at_once_and_the_run_keeps_its_b
     )
     channel = _FakeChannel([init] + [_bar(t, 10.0 + t) for t in range(5)])
     host.main(channel)
-    assert (1, n_bars) not in host._mapped  # taken by the run, once
+    assert History.shape(1, n_bars) not in host._mapped  # taken by the run, once
     assert [m[0] for m in channel.sent][-1] == protocol.ERROR  # the agent's 1 / 0 on its fourth bar
     assert buffer[3, :5, 0].tolist() == [10.0, 11.0, 12.0, 13.0, 0.0]  # its closes, nothing beyond
 
@@ -533,7 +533,7 @@ def test_host_prepare_without_room_leaves_the_run_to_map_its_history_as_the_bars
 
     monkeypatch.setattr(host.mmap, "mmap", no_room)
     host.prepare({"history": [3, 500]})
-    assert (3, 500) not in host._mapped
+    assert History.shape(3, 500) not in host._mapped
     channel = _FakeChannel([_init(AGENT)] + [_bar(t, 10.0 + t) for t in range(3)] + [bytes((protocol.END,))])
     host.main(channel)  # the run goes on with a buffer of its own
     assert [m[0] for m in channel.sent] == [protocol.READY] + [protocol.DECISIONS] * 3 + [protocol.DONE]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import linecache
+import math
 import mmap
 import time
 import traceback
@@ -87,9 +88,9 @@ def _wire(result: Any, bar: int) -> list[Any]:
     return out
 
 
-# The history buffer mapped by ``prepare`` before the lockdown: (n_symbols, capacity) -> buffer.
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14; not in Python 3.11's mmap module
-_mapped: dict[tuple[int, int], np.ndarray] = {}
+# The history buffer mapped by ``prepare`` before the lockdown, by its shape (``History.shape``).
+_mapped: dict[tuple[int, int, int], np.ndarray] = {}
 
 
 def prepare(spec: dict[str, Any]) -> None:
@@ -101,10 +102,9 @@ def prepare(spec: dict[str, Any]) -> None:
     parent asks only for a buffer well within the sandbox's memory limit, which applies to it
     once the lockdown is in place.
     """
-    n_symbols, n_bars = (int(v) for v in spec["history"])
-    capacity = max(16, n_bars)
+    shape = History.shape(*(int(v) for v in spec["history"]))
     try:
-        region = mmap.mmap(-1, 5 * capacity * n_symbols * 8, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        region = mmap.mmap(-1, 8 * math.prod(shape), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     except OSError:  # no room now: the run maps its buffer as the bars come, under its limit
         return
     with contextlib.suppress(OSError, AttributeError):
@@ -113,7 +113,7 @@ def prepare(spec: dict[str, Any]) -> None:
         region.madvise(_MADV_POPULATE_WRITE)
     except OSError:  # a kernel before 5.14: map it by writing
         np.frombuffer(region, dtype=np.uint8)[::4096] = 0
-    _mapped[(n_symbols, capacity)] = np.frombuffer(region, dtype=np.float64).reshape(5, capacity, n_symbols)
+    _mapped[shape] = np.frombuffer(region, dtype=np.float64).reshape(shape)
 
 
 def main(channel: Any) -> None:
@@ -128,7 +128,7 @@ def main(channel: Any) -> None:
         # Allocate the announced run once: growing by doubling copies the buffer and holds the old
         # and the new one at the same time, which costs both time and peak memory.
         hint = int(config.get("n_bars_hint") or 1024)
-        mapped = _mapped.pop((len(symbols), max(16, hint)), None)
+        mapped = _mapped.pop(History.shape(len(symbols), hint), None)
         history = History(len(symbols), capacity=hint, expected=hint, mapped=mapped)
         ctx = Context(symbols, history, broker)
         agent.setup(ctx)

@@ -36,6 +36,7 @@ from farm_dagster.fmel.rows import DecisionLog, decision_prefix, empty_frame
 from farm_dagster.market_data.panel import BarPanel
 from farm_dagster.sandbox.limits import SandboxLimits
 from farm_dagster.sandbox.process import SandboxCrashed, SandboxProcess, SandboxTimeout
+from farm_dagster.sdk.context import History
 
 HOST_ENTRIES = {
     "native": "farm_dagster.engine.host:main",
@@ -54,6 +55,7 @@ AUTO_COMPILED_SYMBOL_BARS = 1_000_000
 FLUSH_BARS = 8  # bars a compiled book lets wait, when the parent falls behind (see _CompiledRun.flush)
 POLL_INTERVAL = 20e-6  # seconds between two looks for the agent's answer while booking
 _clock = time.perf_counter
+_NAT = np.iinfo(np.int64).min  # NaT's int64 value
 
 Progress = Callable[[int, int], None]
 
@@ -456,12 +458,11 @@ class _CompiledRun(_Run):
     def trade_columns(self) -> dict[str, Any]:
         c = self.book.trade_columns()
         closed = c["closed"]
-        nat = np.iinfo(np.int64).min
         return {
             "symbol": _objects(self.symbols)[c["sym"]],
             "direction": np.where(c["direction"] > 0, "long", "short").astype(object),
             "entry_ts": c["entry_ts"],
-            "exit_ts": np.where(closed, c["exit_ts"], nat),  # NaT while open
+            "exit_ts": np.where(closed, c["exit_ts"], _NAT),  # NaT while open
             "closed": closed,
             "quantity": c["quantity"],
             "entry_notional": c["entry_notional"],
@@ -815,7 +816,7 @@ def _prepare_spec(kind: str, panel: BarPanel, limits: SandboxLimits) -> dict[str
     A larger one is mapped as the bars come, under the limit, which then decides as before."""
     if kind != "native":
         return None
-    size = 5 * max(16, panel.n_bars) * panel.n_symbols * 8
+    size = 8 * math.prod(History.shape(panel.n_symbols, panel.n_bars))
     if size > limits.memory_mb * 2**20 // 2:
         return None
     return {"history": [panel.n_symbols, panel.n_bars]}
@@ -946,8 +947,7 @@ def _utc(values: Any) -> pd.DatetimeIndex:
     if isinstance(values, np.ndarray):
         raw = values.astype(np.int64).view("datetime64[ns]")
     else:
-        nat = np.iinfo(np.int64).min
-        raw = np.array([nat if v is None else v for v in values], dtype=np.int64).view("datetime64[ns]")
+        raw = np.array([_NAT if v is None else v for v in values], dtype=np.int64).view("datetime64[ns]")
     return pd.DatetimeIndex(raw).tz_localize("UTC")
 
 

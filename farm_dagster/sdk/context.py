@@ -39,13 +39,17 @@ class History:
         """``mapped``: a zeroed (5, capacity, n_symbols) buffer whose pages are all mapped already
         (the host maps the announced run's in one call before the sandbox's lockdown: page by page,
         as the bars arrive, 400 MB cost about 0.65 s of page faults during the stream)."""
-        capacity = max(16, int(capacity)) if mapped is None else mapped.shape[1]
         self.n_symbols = n_symbols
         self.expected = int(expected)  # bars the run announced: growth stops there, not at a power of 2
-        self.data = np.zeros((5, capacity, n_symbols)) if mapped is None else mapped
-        self.ts = np.zeros(capacity, dtype=np.int64)
+        self.data = np.zeros(History.shape(n_symbols, capacity)) if mapped is None else mapped
+        self.ts = np.zeros(self.data.shape[1], dtype=np.int64)
         self.n = 0
         self.mapped = mapped is not None  # no page left to map (``touch_ahead`` has nothing to do)
+
+    @staticmethod
+    def shape(n_symbols: int, capacity: int) -> tuple[int, int, int]:
+        """The buffer's shape for room for ``capacity`` bars: (fields, rows, symbols), 16 rows at least."""
+        return (5, max(16, int(capacity)), n_symbols)
 
     def append(self, ts_ns: int, block: np.ndarray) -> None:
         n = self.n
