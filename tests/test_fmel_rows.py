@@ -80,6 +80,8 @@ def test_rows_one_per_decision_and_one_hold_per_silent_bar() -> None:
     assert json.loads(row.data_read) == {"*": {"fields": ["close"], "lookback": 3}}
     assert [e["type"] for e in json.loads(row.events)] == ["submitted", "filled"]
     assert json.loads(frame.iloc[2].events)[0]["type"] == "rejected"
+    assert frame["events"].tolist()[::3] == ["[]", "[]"]  # the silent bars
+    assert frame["events"].dtype == pd.StringDtype("pyarrow")  # one Arrow buffer, however built
     assert json.loads(frame.iloc[3].positions) == {"AAA": 5.0}
     assert (frame["mode"] == "backtest").all() and (frame["user_id"] == "u1").all()
     assert len(events_of(frame)) == 3

@@ -37,7 +37,9 @@ from farm_dagster.validation import validate_agent_code
 
 CORPUS = Path(__file__).parent / "hostile_agents"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-LIMITS = SandboxLimits(cpu_seconds=1, memory_mb=512, wall_seconds=12)
+# 3 CPU seconds: the memory bomb must meet the memory limit before the CPU limit, and filling
+# 512 MB page by page took 0.4 s of CPU on a slow machine, after the child's own start.
+LIMITS = SandboxLimits(cpu_seconds=3, memory_mb=512, wall_seconds=12)
 TOUCHED = [
     "/tmp/farm-hostile-written.txt",
     "/tmp/farm-hostile-ctypes",

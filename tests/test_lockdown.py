@@ -22,7 +22,7 @@ from farm_dagster.sandbox.limits import SandboxLimits
 from farm_dagster.sandbox.process import SandboxCrashed, SandboxProcess
 from tests.test_hostile_corpus import DATA_FILES, SITE_PACKAGES, _panel, make_data_home
 
-LIMITS = SandboxLimits(cpu_seconds=1, memory_mb=512, wall_seconds=20)
+LIMITS = SandboxLimits(cpu_seconds=3, memory_mb=512, wall_seconds=20)  # see test_hostile_corpus.LIMITS
 PROJECT = Path(__file__).resolve().parents[1]
 
 

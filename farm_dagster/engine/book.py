@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import numba as nb
 import numpy as np
 import orjson
+import pyarrow as pa
 
 from farm_dagster.engine.broker import SUBMITTED_OPTIONAL, Trade, iso, iso_many
 from farm_dagster.engine.broker import event_json as _json_text
@@ -62,7 +63,7 @@ R_NO_PARENT, R_NO_ORDER = 9, 10  # rejected_decision: a bracket child or a CANCE
 OUTCOMES = ("filled", "cancelled", "rejected")
 FILLED, CANCELLED, REJECTED = range(3)
 SIZE_NAMES = ("quantity", "target_shares", "target_percent")
-_RENDER_BATCH = 65_536  # event rows rendered per compiled call at the end of a run
+_RENDER_BATCH = 65_536  # event rows whose numbers orjson spells in one call
 _MAX_TEMPLATE = 512  # bytes of a template's own words, with room (the longest is about 300)
 _TEMPLATED = np.array([EV_SUBMITTED, EV_FILLED, EV_OPENED, EV_CLOSED], dtype=np.int8)
 # Per event kind, the numbers (columns of ``f``) its text holds, and those it cannot do without
@@ -913,109 +914,129 @@ def _number_spans(blob, starts, ends):
     return k
 
 
-@nb.njit(**_JIT)
-def _render_events(kinds, oids, codes, i1s, i2s, numbers, times, time_at, time_of, symbols, symbol_at,
-                   blob, f_start, f_end, own, own_at, lit, lit_at, out, ends):  # fmt: skip
-    """Each event row's FMEL text, one after the other in ``out`` (row m ends at ``ends[m]``).
+@nb.njit(**_JIT, inline="always")
+def _render_event(m, kinds, oids, codes, i1s, i2s, numbers, times, time_at, time_of, symbols, symbol_at,
+                  blob, f_start, f_end, own, own_at, lit, lit_at, out, at):  # fmt: skip
+    """Event row ``m``'s FMEL text, written at ``out[at:]``; returns where it ends.
 
     A row with a text of its own (``own_at[m] < own_at[m + 1]``: spelled the broker's Python way,
     for reasons, expiries and numbers that are not finite) is copied from ``own``.
     """
-    at = 0
-    for m in range(kinds.shape[0]):
-        x = 5 * m
-        kind = kinds[m]
-        if own_at[m] < own_at[m + 1]:
-            at = _put(out, at, own, own_at[m], own_at[m + 1])
+    if own_at[m] < own_at[m + 1]:
+        return _put(out, at, own, own_at[m], own_at[m + 1])
+    x = 5 * m
+    kind = kinds[m]
+    if kind == EV_FILLED:
+        at = _lit(out, at, lit, lit_at, 0)
+    elif kind == EV_SUBMITTED:
+        at = _lit(out, at, lit, lit_at, 1)
+    elif kind == EV_OPENED:
+        at = _lit(out, at, lit, lit_at, 2)
+    else:
+        at = _lit(out, at, lit, lit_at, 3)
+    t = time_of[m]
+    at = _put(out, at, times, time_at[t], time_at[t + 1])
+    if kind == EV_FILLED:
+        at = _lit(out, at, lit, lit_at, 4)
+        at = _int(out, at, oids[m])
+        at = _lit(out, at, lit, lit_at, 5)
+        at = _put(out, at, blob, f_start[x], f_end[x])
+        at = _lit(out, at, lit, lit_at, 6)
+        at = _put(out, at, blob, f_start[x + 1], f_end[x + 1])
+        at = _lit(out, at, lit, lit_at, 7 if codes[m] > 0 else 8)
+        at = _put(out, at, blob, f_start[x + 2], f_end[x + 2])
+    elif kind == EV_SUBMITTED:
+        code = codes[m]
+        at = _lit(out, at, lit, lit_at, 4)
+        at = _int(out, at, oids[m])
+        at = _lit(out, at, lit, lit_at, 15 + (code & 255) // 16)
+        at = _put(out, at, blob, f_start[x], f_end[x])
+        at = _lit(out, at, lit, lit_at, 24 + code % 16)
+        for c in range(1, 3):  # limit, stop
+            if numbers[m, c] == numbers[m, c]:
+                at = _lit(out, at, lit, lit_at, 17 + c)
+                at = _put(out, at, blob, f_start[x + c], f_end[x + c])
+        if i1s[m] >= 0:
+            at = _lit(out, at, lit, lit_at, 20)
+            at = _int(out, at, i1s[m])
+        if i2s[m] >= 0:
+            at = _lit(out, at, lit, lit_at, 21)
+            at = _int(out, at, i2s[m])
+        for c in range(3, 5):  # trail amount, trail percent
+            if numbers[m, c] == numbers[m, c]:
+                at = _lit(out, at, lit, lit_at, 19 + c)
+                at = _put(out, at, blob, f_start[x + c], f_end[x + c])
+    else:  # a trade opened or closed
+        s = oids[m]
+        at = _lit(out, at, lit, lit_at, 9)
+        at = _put(out, at, symbols, symbol_at[s], symbol_at[s + 1])
+        at = _lit(out, at, lit, lit_at, 10 if codes[m] > 0 else 11)
+        at = _lit(out, at, lit, lit_at, 6)
+        at = _put(out, at, blob, f_start[x], f_end[x])
+        if kind == EV_OPENED:
+            at = _lit(out, at, lit, lit_at, 5)
+            at = _put(out, at, blob, f_start[x + 1], f_end[x + 1])
         else:
-            if kind == EV_FILLED:
-                at = _lit(out, at, lit, lit_at, 0)
-            elif kind == EV_SUBMITTED:
-                at = _lit(out, at, lit, lit_at, 1)
-            elif kind == EV_OPENED:
-                at = _lit(out, at, lit, lit_at, 2)
-            else:
-                at = _lit(out, at, lit, lit_at, 3)
-            t = time_of[m]
-            at = _put(out, at, times, time_at[t], time_at[t + 1])
-            if kind == EV_FILLED:
-                at = _lit(out, at, lit, lit_at, 4)
-                at = _int(out, at, oids[m])
-                at = _lit(out, at, lit, lit_at, 5)
-                at = _put(out, at, blob, f_start[x], f_end[x])
-                at = _lit(out, at, lit, lit_at, 6)
-                at = _put(out, at, blob, f_start[x + 1], f_end[x + 1])
-                at = _lit(out, at, lit, lit_at, 7 if codes[m] > 0 else 8)
-                at = _put(out, at, blob, f_start[x + 2], f_end[x + 2])
-            elif kind == EV_SUBMITTED:
-                code = codes[m]
-                at = _lit(out, at, lit, lit_at, 4)
-                at = _int(out, at, oids[m])
-                at = _lit(out, at, lit, lit_at, 15 + (code & 255) // 16)
-                at = _put(out, at, blob, f_start[x], f_end[x])
-                at = _lit(out, at, lit, lit_at, 24 + code % 16)
-                for c in range(1, 3):  # limit, stop
-                    if numbers[m, c] == numbers[m, c]:
-                        at = _lit(out, at, lit, lit_at, 17 + c)
-                        at = _put(out, at, blob, f_start[x + c], f_end[x + c])
-                if i1s[m] >= 0:
-                    at = _lit(out, at, lit, lit_at, 20)
-                    at = _int(out, at, i1s[m])
-                if i2s[m] >= 0:
-                    at = _lit(out, at, lit, lit_at, 21)
-                    at = _int(out, at, i2s[m])
-                for c in range(3, 5):  # trail amount, trail percent
-                    if numbers[m, c] == numbers[m, c]:
-                        at = _lit(out, at, lit, lit_at, 19 + c)
-                        at = _put(out, at, blob, f_start[x + c], f_end[x + c])
-            else:  # a trade opened or closed
-                s = oids[m]
-                at = _lit(out, at, lit, lit_at, 9)
-                at = _put(out, at, symbols, symbol_at[s], symbol_at[s + 1])
-                at = _lit(out, at, lit, lit_at, 10 if codes[m] > 0 else 11)
-                at = _lit(out, at, lit, lit_at, 6)
-                at = _put(out, at, blob, f_start[x], f_end[x])
-                if kind == EV_OPENED:
-                    at = _lit(out, at, lit, lit_at, 5)
-                    at = _put(out, at, blob, f_start[x + 1], f_end[x + 1])
-                else:
-                    for c in range(1, 4):  # entry price, exit price, P&L
-                        at = _lit(out, at, lit, lit_at, 11 + c)
-                        at = _put(out, at, blob, f_start[x + c], f_end[x + c])
-            out[at] = 125  # }
-            at += 1
-        ends[m] = at
-    return at
+            for c in range(1, 4):  # entry price, exit price, P&L
+                at = _lit(out, at, lit, lit_at, 11 + c)
+                at = _put(out, at, blob, f_start[x + c], f_end[x + c])
+    out[at] = 125  # }
+    return at + 1
 
 
 @nb.njit(**_JIT)
-def _join_events(order, owners, texts, text_end, out, group_owner, group_end):
-    """Each decision's events as a JSON array (``[text,text]``), events in the order they
-    happened (``order``: event rows sorted by owner, stable); returns how many decisions."""
+def _events_column(order, owners, decision_rows, given, given_at, n_rows,
+                   kinds, oids, codes, i1s, i2s, numbers, times, time_at, time_of, symbols, symbol_at,
+                   blob, f_start, f_end, own, own_at, lit, lit_at, out, offsets):  # fmt: skip
+    """FMEL's ``events`` column, row by row, as one text buffer and its offsets (an Arrow string
+    column): a decision's row holds its events as a JSON array, in the order they happened
+    (``order``: event rows sorted by owner, stable), or the text ``given`` for it (its
+    ``given_at`` span is not empty); every other row (a silent bar's HOLD) holds ``[]``.
+
+    Rows are laid out in place: ``decision_rows`` (the row of decision k) rise with k, as the
+    events' owners do in ``order``. Returns the buffer's length.
+    """
     at = 0
-    g = 0
-    n = order.shape[0]
     i = 0
-    while i < n:
-        owner = owners[order[i]]
-        out[at] = 91  # [
-        at += 1
-        first = True
-        while i < n and owners[order[i]] == owner:
-            m = order[i]
-            if not first:
-                out[at] = 44  # ,
-                at += 1
-            lo = text_end[m - 1] if m > 0 else 0
-            at = _put(out, at, texts, lo, text_end[m])
-            first = False
+    n = order.shape[0]
+    r = 0
+    for k in range(decision_rows.shape[0]):
+        row = decision_rows[k]
+        while r < row:  # silent rows before it
+            out[at] = 91  # [
+            out[at + 1] = 93  # ]
+            at += 2
+            r += 1
+            offsets[r] = at
+        while i < n and owners[order[i]] < k:
             i += 1
-        out[at] = 93  # ]
-        at += 1
-        group_owner[g] = owner
-        group_end[g] = at
-        g += 1
-    return g
+        if given_at[k] < given_at[k + 1]:
+            at = _put(out, at, given, given_at[k], given_at[k + 1])
+            while i < n and owners[order[i]] == k:
+                i += 1
+        else:
+            out[at] = 91  # [
+            at += 1
+            first = True
+            while i < n and owners[order[i]] == k:
+                if not first:
+                    out[at] = 44  # ,
+                    at += 1
+                at = _render_event(order[i], kinds, oids, codes, i1s, i2s, numbers, times, time_at, time_of,
+                                   symbols, symbol_at, blob, f_start, f_end, own, own_at, lit, lit_at, out, at)  # fmt: skip
+                first = False
+                i += 1
+            out[at] = 93  # ]
+            at += 1
+        r += 1
+        offsets[r] = at
+    while r < n_rows:
+        out[at] = 91
+        out[at + 1] = 93
+        at += 2
+        r += 1
+        offsets[r] = at
+    return at
 
 
 # ----------------------------------------------------------------------------------- the wrapper
@@ -1372,87 +1393,91 @@ class CompiledBook:
         self, lo: int, hi: int, times: dict[int, str], run_end_reason: str = "run ended"
     ) -> list[str]:
         """FMEL JSON texts of event rows ``lo``..``hi - 1`` (``times``: bar time -> its text; other
-        times are spelled on the spot), the broker's Python way: :meth:`events_json` uses it for
-        the rows its compiled renderer leaves, and accepts texts rendered with it earlier."""
+        times are spelled on the spot), the broker's Python way: :meth:`events_column` uses it for
+        the rows its compiled renderer leaves."""
         get = times.get
         return [
             _json_text(event, get(event[1]) or iso(event[1]))
             for event in self._event_rows(lo, hi, run_end_reason)
         ]
 
-    def events_json(
-        self, texts: list[str] | None = None, run_end_reason: str = "run ended"
-    ) -> dict[Any, str]:
-        """decision id -> JSON array text of its events (what FMEL stores), for every decision that has
-        events; byte for byte what ``broker.events_json`` makes of the same events.
+    def events_json(self, run_end_reason: str = "run ended") -> dict[Any, str]:
+        """decision id -> JSON array text of its events, for every decision that has events; byte
+        for byte what ``broker.events_json`` makes of the same events (see :meth:`events_column`)."""
+        n_decisions = len(self.decisions)
+        column = self.events_column(np.arange(n_decisions, dtype=np.int64), n_decisions, [], run_end_reason)
+        has_events = np.zeros(n_decisions, dtype=np.bool_)
+        has_events[self.events.owner[: self.n_events]] = True
+        ids, texts = self.decision_ids, column.to_pylist()
+        return {ids[k]: texts[k] for k in np.flatnonzero(has_events).tolist()}
 
-        ``texts``: the texts of the first event rows, rendered earlier with :meth:`event_texts`.
-        The rest are rendered here by compiled code (:func:`_render_events`, the broker's
-        templates filled with byte spans: about 0.3 us an event against 1.7-2.9 us for
-        :meth:`event_texts`), their numbers spelled by orjson in one call per batch, as
+    def events_column(
+        self,
+        decision_rows: np.ndarray,
+        n_rows: int,
+        given: Sequence[str | None],
+        run_end_reason: str = "run ended",
+    ) -> pa.LargeStringArray:
+        """FMEL's ``events`` column of a frame of ``n_rows`` rows, as an Arrow string column built
+        over one buffer: decision k's row (``decision_rows[k]``, rising with k) holds its events as
+        a JSON array, or ``given[k]`` when that is a text (a decision the runner's checks
+        rejected); the other rows hold ``[]``.
+
+        Every text is byte for byte what ``broker.events_json`` makes of the same events. Compiled
+        code (:func:`_events_column`) fills the broker's templates with byte spans, straight into
+        each row: about 0.3 us an event against 1.7-2.9 us for :meth:`event_texts`. The numbers
+        are spelled by orjson, one call per ``_RENDER_BATCH`` events, as
         :func:`protocol.float_text` spells them; the rows that text cannot cover (reasons,
         expiries, numbers that are not finite or outside orjson's repr-equal range) are spelled
-        the Python way. Each decision's events keep the order they happened in.
+        the Python way. Why one buffer: a Python text per decision, cut from a joined text, cost
+        more than rendering the events (0.8 s for 370,000 decisions, and 0.7 s for the joined
+        text itself); Arrow takes the buffer as it is.
         """
         n = self.n_events
-        if not n:
-            return {}
-        texts = list(texts or [])
         ev = self.events
         unique = np.unique(ev.ts[:n])
         time_texts = iso_many(unique.tolist())
         times, time_at = _text_table(list(time_texts.values()))
         symbols, symbol_at = _text_table([_json_str(s) for s in self.symbols])
-        # bytes an event's text may take beyond its numbers (the kernel writes unchecked: this
-        # bounds its buffer): the template, a time, a symbol
-        per_event = _MAX_TEMPLATE + int(np.diff(time_at).max()) + int(np.diff(symbol_at).max(initial=0))
-        parts: list[np.ndarray] = []
-        ends: list[np.ndarray] = []
-        done = 0
+        blobs: list[np.ndarray] = []
+        f_start = np.empty(5 * n, dtype=np.int64)
+        f_end = np.empty(5 * n, dtype=np.int64)
+        size = 0
         for lo in range(0, n, _RENDER_BATCH):
             hi = min(n, lo + _RENDER_BATCH)
-            numbers = ev.f[lo:hi]
-            blob = np.frombuffer(orjson.dumps(numbers, option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8)
-            f_start = np.empty(5 * (hi - lo), dtype=np.int64)
-            f_end = np.empty(5 * (hi - lo), dtype=np.int64)
-            if _number_spans(blob, f_start, f_end) != f_start.size:
+            blob = np.frombuffer(orjson.dumps(ev.f[lo:hi], option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8)
+            starts, ends = f_start[5 * lo : 5 * hi], f_end[5 * lo : 5 * hi]
+            if _number_spans(blob, starts, ends) != starts.size:
                 raise RuntimeError("orjson's text of the event numbers did not split into them")
-            own = self._own_texts(lo, hi, texts, time_texts, run_end_reason)
-            own_bytes = np.frombuffer("".join(own.values()).encode("ascii"), dtype=np.uint8)
-            lengths = np.zeros(hi - lo, dtype=np.int64)
-            for m, text in own.items():
-                lengths[m - lo] = len(text)
-            own_at = np.concatenate(([0], np.cumsum(lengths)))
-            out = np.empty(blob.size + own_bytes.size + per_event * (hi - lo), dtype=np.uint8)
-            row_end = np.empty(hi - lo, dtype=np.int64)
-            size = _render_events(
-                ev.kind[lo:hi], ev.oid[lo:hi], ev.code[lo:hi], ev.i1[lo:hi], ev.i2[lo:hi], numbers, times,
-                time_at, np.searchsorted(unique, ev.ts[lo:hi]), symbols, symbol_at, blob, f_start, f_end,
-                own_bytes, own_at, _LIT, _LIT_AT, out, row_end,
-            )  # fmt: skip
-            parts.append(out[:size])
-            ends.append(row_end + done)
-            done += size
-        rendered = np.concatenate(parts)
-        row_ends = np.concatenate(ends)
+            starts += size
+            ends += size
+            size += blob.size
+            blobs.append(blob)
+        own = self._own_texts(0, n, time_texts, run_end_reason)
+        own_bytes, own_at = _text_spans(own, n)
+        given_texts = {k: text for k, text in enumerate(given) if text is not None}
+        given_bytes, given_at = _text_spans(given_texts, len(decision_rows))
+        # bytes an event's text may take beyond its numbers and its own text (the kernel writes
+        # unchecked: this bounds its buffer): the template, a time, a symbol, a comma or bracket
+        per_event = (
+            _MAX_TEMPLATE + int(np.diff(time_at).max(initial=0)) + int(np.diff(symbol_at).max(initial=0)) + 2
+        )
+        out = np.empty(size + own_bytes.size + given_bytes.size + per_event * n + 2 * n_rows, dtype=np.uint8)
+        offsets = np.zeros(n_rows + 1, dtype=np.int64)
         owners = ev.owner[:n]
-        order = np.argsort(owners, kind="stable")
-        joined = np.empty(rendered.size + 3 * n, dtype=np.uint8)
-        group_owner = np.empty(n, dtype=np.int64)
-        group_end = np.empty(n, dtype=np.int64)
-        groups = _join_events(order, owners, rendered, row_ends, joined, group_owner, group_end)
-        bounds = group_end[:groups].tolist()
-        text = str(memoryview(joined[: bounds[-1]]), "ascii")  # one copy, straight from the buffer
-        by_decision = [text[start:end] for start, end in zip([0, *bounds[:-1]], bounds, strict=True)]
-        ids = self.decision_ids
-        return dict(zip([ids[owner] for owner in group_owner[:groups].tolist()], by_decision, strict=True))
+        length = _events_column(
+            np.argsort(owners, kind="stable"), owners, np.ascontiguousarray(decision_rows, dtype=np.int64),
+            given_bytes, given_at, n_rows, ev.kind[:n], ev.oid[:n], ev.code[:n], ev.i1[:n], ev.i2[:n], ev.f[:n],
+            times, time_at, np.searchsorted(unique, ev.ts[:n]), symbols, symbol_at,
+            np.concatenate(blobs) if blobs else np.empty(0, dtype=np.uint8), f_start, f_end,
+            own_bytes, own_at, _LIT, _LIT_AT, out, offsets,
+        )  # fmt: skip
+        return pa.LargeStringArray.from_buffers(n_rows, pa.py_buffer(offsets), pa.py_buffer(out[:length]))
 
-    def _own_texts(
-        self, lo: int, hi: int, texts: list[str], times: dict[int, str], run_end_reason: str
-    ) -> dict[int, str]:
-        """{row: text} of the rows ``lo``..``hi - 1`` spelled the Python way: rendered earlier
-        (``texts``), or beyond what :func:`_render_events` covers."""
-        own = {m: texts[m] for m in range(lo, min(hi, len(texts)))}
+    def _own_texts(self, lo: int, hi: int, times: dict[int, str], run_end_reason: str) -> dict[int, str]:
+        """{row: text} of the rows ``lo``..``hi - 1`` beyond what :func:`_render_event` covers,
+        spelled the Python way."""
+        own: dict[int, str] = {}
         ev = self.events
         kinds = ev.kind[lo:hi]
         numbers = ev.f[lo:hi]
@@ -1473,9 +1498,8 @@ class CompiledBook:
         )
         for r in np.flatnonzero(odd).tolist():
             m = lo + r
-            if m not in own:
-                own[m] = self.event_texts(m, m + 1, times, run_end_reason)[0]
-        return dict(sorted(own.items()))
+            own[m] = self.event_texts(m, m + 1, times, run_end_reason)[0]
+        return own
 
     def _decision_reason(self, k: int, code: int) -> str:
         d = self.decisions[k]
@@ -1538,6 +1562,16 @@ def _text_table(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """ASCII ``texts`` as one byte buffer and where each starts (text i: buffer[at[i]:at[i + 1]])."""
     buffer = np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)
     return buffer, np.concatenate(([0], np.cumsum([len(t) for t in texts]))).astype(np.int64)
+
+
+def _text_spans(texts: dict[int, str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """{i: ASCII text} of some of ``n`` items as one byte buffer and where each starts (item i:
+    buffer[at[i]:at[i + 1]], empty for the items without a text)."""
+    keys = sorted(texts)
+    buffer = np.frombuffer("".join(texts[i] for i in keys).encode("ascii"), dtype=np.uint8)
+    lengths = np.zeros(n, dtype=np.int64)
+    lengths[keys] = [len(texts[i]) for i in keys]
+    return buffer, np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
 
 
 def _grow_1d(array: np.ndarray, need: int, fill: Any = None) -> np.ndarray:

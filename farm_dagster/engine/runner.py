@@ -11,6 +11,7 @@ thinks, so the two processes overlap.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -32,7 +33,7 @@ from farm_dagster.engine.identity import result_id as _result_id
 from farm_dagster.engine.identity import settings_hash as _settings_hash
 from farm_dagster.engine.protocol import CheckedDecision
 from farm_dagster.engine.result import AgentError, BacktestResult
-from farm_dagster.fmel.rows import DecisionLog, decision_prefix, empty_frame
+from farm_dagster.fmel.rows import DecisionLog, EventsColumn, decision_prefix, empty_frame
 from farm_dagster.market_data.panel import BarPanel
 from farm_dagster.sandbox.limits import SandboxLimits
 from farm_dagster.sandbox.process import SandboxCrashed, SandboxProcess, SandboxTimeout
@@ -315,8 +316,8 @@ class _Run:
             "decision_id": [t.decision_id for t in trades],
         }
 
-    def events_texts(self) -> dict[Any, str]:
-        """FMEL events texts of the decisions not rendered during the stream."""
+    def events_texts(self) -> dict[Any, str] | EventsColumn:
+        """FMEL events texts of the decisions not rendered during the stream (for ``DecisionLog.frame``)."""
         return self.broker.events_json(only=self.log.unrendered_ids())
 
     @property
@@ -436,7 +437,7 @@ class _CompiledRun(_Run):
 
         The event texts are not rendered here: slices of them held up the agent's next bars
         during the stream, and the book renders them all at the end, in compiled code
-        (:meth:`CompiledBook.events_json`), in less time than those slices took (bench/RESULTS.md).
+        (:meth:`CompiledBook.events_column`), in less time than those slices took (bench/RESULTS.md).
         """
         queue = self._inputs_due
         if not queue:
@@ -472,9 +473,9 @@ class _CompiledRun(_Run):
             "decision_id": _objects(self.book.decision_ids)[c["dec"]],
         }
 
-    def events_texts(self) -> dict[Any, str]:
-        """Each decision's events as FMEL's JSON array, joined per decision in the order they happened."""
-        return self.book.events_json(None, self._end_reason)
+    def events_texts(self) -> EventsColumn:
+        """FMEL's events column, built by the book from its columns (``CompiledBook.events_column``)."""
+        return functools.partial(self.book.events_column, run_end_reason=self._end_reason)
 
     @property
     def borrow_paid(self) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[attr-defined]
@@ -17,12 +17,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from farm_dagster.engine.protocol import CheckedDecision
 from farm_dagster.engine.protocol import dumps as _dumps
 from farm_dagster.engine.protocol import dumps_sorted as _dumps_sorted
 from farm_dagster.engine.protocol import number_text as _number_text
 from farm_dagster.fmel.schema import FMEL_DECISIONS
+
+# Builds a frame's whole ``events`` column at once: (row of each logged decision, rising; number
+# of rows; the texts logged for decisions, None where the builder writes theirs) -> an Arrow string
+# column, "[]" on the rows of no decision (the compiled book's ``events_column``).
+EventsColumn = Callable[[np.ndarray, int, Sequence[str | None]], pa.Array]
 
 
 @dataclass(slots=True)
@@ -252,17 +258,22 @@ class DecisionLog:
 
     def frame(
         self,
-        events: Mapping[str | None, Any] | Iterable[tuple[str | None, dict[str, Any]]] = (),
+        events: Mapping[str | None, Any] | Iterable[tuple[str | None, dict[str, Any]]] | EventsColumn = (),
         *,
         positions: np.ndarray | None = None,
     ) -> pd.DataFrame:
         """All rows as a frame with the columns of ``fmel.trading_decisions``.
 
         ``events``: each decision's order/trade events, as {decision_id: [event, ...] or its JSON
-        array text} (e.g. the broker's ``events_json()``) or as (decision_id, event) pairs.
+        array text} (e.g. the broker's ``events_json()``), as (decision_id, event) pairs, or as
+        an :data:`EventsColumn` that builds the column itself. The ``events`` column is a pandas
+        string column held by Arrow (one buffer, not a Python text per row).
         ``positions``: shares per (bar, symbol), for the bars logged with ``positions=None``.
         """
-        if isinstance(events, Mapping):
+        build_events: EventsColumn | None = None
+        if callable(events):
+            build_events, by_decision = events, {}
+        elif isinstance(events, Mapping):
             by_decision = events
         else:
             by_decision = {}
@@ -285,7 +296,7 @@ class DecisionLog:
         order_type = np.full(n_rows, None, dtype=object)
         reasoning = np.full(n_rows, "", dtype=object)
         inputs = np.full(n_rows, "{}", dtype=object)
-        event_col = np.full(n_rows, "[]", dtype=object)
+        event_col = np.full(n_rows, "[]", dtype=object) if build_events is None else None
         float_names = (
             "quantity",
             "price",
@@ -321,10 +332,11 @@ class DecisionLog:
                 text if text is not None else inputs_text(d)
                 for text, d in zip(self.inputs_texts, checked, strict=True)
             ]
-            event_col[idx] = [
-                text if text is not None else _events_text(get_events(did))
-                for text, did in zip(self.events_texts, self._d_id, strict=True)
-            ]
+            if event_col is not None:
+                event_col[idx] = [
+                    text if text is not None else _events_text(get_events(did))
+                    for text, did in zip(self.events_texts, self._d_id, strict=True)
+                ]
             columns_of = {
                 "quantity": self._d_quantity,
                 "price": self._d_price,
@@ -339,6 +351,11 @@ class DecisionLog:
             for name, values in columns_of.items():
                 floats[name][idx] = np.array(values, dtype=np.float64)  # None -> nan
             expires.view(np.int64)[idx] = [nat if d.expires_at is None else d.expires_at for d in checked]
+        if build_events is not None:
+            decision_rows = idx if self._d_id else np.zeros(0, dtype=np.int64)
+            events_column = build_events(decision_rows, n_rows, self.events_texts)
+        else:
+            events_column = pa.array(event_col, type=pa.large_string())
         positions_col = self._bar_positions(positions)[row_bar] if n_bars else np.zeros(0, dtype=object)
         data_read = (
             np.asarray(self._data_read, dtype=object)[row_bar] if n_bars else np.zeros(0, dtype=object)
@@ -370,7 +387,7 @@ class DecisionLog:
             "cash": np.asarray(self._cash, dtype=np.float64)[row_bar],
             "equity": np.asarray(self._equity, dtype=np.float64)[row_bar],
             "positions": positions_col,
-            "events": event_col,
+            "events": pd.arrays.ArrowStringArray(pa.chunked_array([events_column])),
             "code_hash": self.ids["code_hash"],
             "data_version": self.ids["data_version"],
         }
