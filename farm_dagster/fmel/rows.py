@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -349,7 +350,7 @@ class DecisionLog:
                 "confidence": [d.confidence for d in checked],
             }
             for name, values in columns_of.items():
-                floats[name][idx] = np.array(values, dtype=np.float64)  # None -> nan
+                _put_floats(floats[name], idx, values)
             expires.view(np.int64)[idx] = [nat if d.expires_at is None else d.expires_at for d in checked]
         if build_events is not None:
             decision_rows = idx if self._d_id else np.zeros(0, dtype=np.int64)
@@ -413,6 +414,20 @@ class DecisionLog:
         rendered[:] = positions_texts(self.symbols, matrix[: len(rendered)])
         texts[deferred] = rendered[bars]
         return texts
+
+
+def _put_floats(column: np.ndarray, idx: np.ndarray, values: list[float | None]) -> None:
+    """``column[idx] = values``, None as NaN (the column's fill, left as it is where all are None).
+
+    Why: numpy converts a list holding None 3-4 times slower than one of floats, and most order
+    fields (limit, stop, trail, target shares) are None on every decision of most runs.
+    """
+    nones = values.count(None)
+    if nones == len(values):
+        return
+    if nones:
+        values = [math.nan if v is None else v for v in values]
+    column[idx] = np.array(values, dtype=np.float64)
 
 
 def _events_text(found: Any) -> str:
