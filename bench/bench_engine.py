@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import re
@@ -313,6 +314,23 @@ def spawn(peer: str, case: Case, env_extra: dict[str, str] | None = None) -> dic
     return result
 
 
+def python_loop_s(n: int = 5_000_000) -> float:
+    """Seconds for ``n`` additions in a plain Python loop, best of 3: the machine's pure-Python speed.
+
+    Why: the engine's two processes are mostly Python and vectorbt's loops are compiled, so the
+    ratio between them moves with how fast a machine runs Python (2.5x apart on two machines
+    this benchmark ran on). This figure lets runs on different machines be read side by side.
+    """
+    best = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(n):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def machine() -> dict[str, str]:
     cpu = platform.processor() or "unknown"
     try:
@@ -329,6 +347,7 @@ def machine() -> dict[str, str]:
 
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python_loop": f"{python_loop_s():.2f}",
         "nproc": str(os.cpu_count()),
         "cpu": cpu,
         "python": platform.python_version(),
@@ -499,7 +518,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {info['cpu']}, nproc={info['nproc']}, Python {info['python']}; {info['versions']}. "
         f"Run: {info['date']}{' (--quick)' if args.quick else ''}; load average at start "
-        f"{os.getloadavg()[0]:.2f} (other jobs on the machine make every number noisier).",
+        f"{os.getloadavg()[0]:.2f} (other jobs on the machine make every number noisier). "
+        f"Pure Python here: 5,000,000 additions in a loop take {info['python_loop']} s (best of 3; "
+        "ratios against vectorbt move with it).",
         "",
         "Same logic everywhere: SMA(10)/SMA(30) crossover, long/flat, signal at t's close traded at t+1's open, "
         "1/N of capital per symbol, no costs. Each peer runs in its own process; peak RSS = VmHWM "

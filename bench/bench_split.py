@@ -175,7 +175,8 @@ def render(m: dict[str, Any]) -> str:
         [
             "## Each side alone (bench/bench_split.py)",
             "",
-            f"Machine: {info['cpu']}, nproc={info['nproc']}, Python {info['python']}. Run: {info['date']}. "
+            f"Machine: {info['cpu']}, nproc={info['nproc']}, Python {info['python']} (5,000,000 additions in "
+            f"a Python loop: {info['python_loop']} s). Run: {info['date']}. "
             f"Case: {m['n_symbols']} synthetic symbols x {m['n_bars']:,} bars, `examples/ma_crossover.py`; "
             f"median runs of {len(parent)} (the lower middle one of an even count).",
             "",
