@@ -1453,7 +1453,7 @@ class CompiledBook:
             ends += size
             size += blob.size
             blobs.append(blob)
-        own = self._own_texts(0, n, time_texts, run_end_reason)
+        own = self._own_texts(time_texts, run_end_reason)
         own_bytes, own_at = _text_spans(own, n)
         given_texts = {k: text for k, text in enumerate(given) if text is not None}
         given_bytes, given_at = _text_spans(given_texts, len(decision_rows))
@@ -1474,18 +1474,18 @@ class CompiledBook:
         )  # fmt: skip
         return pa.LargeStringArray.from_buffers(n_rows, pa.py_buffer(offsets), pa.py_buffer(out[:length]))
 
-    def _own_texts(self, lo: int, hi: int, times: dict[int, str], run_end_reason: str) -> dict[int, str]:
-        """{row: text} of the rows ``lo``..``hi - 1`` beyond what :func:`_render_event` covers,
-        spelled the Python way."""
-        own: dict[int, str] = {}
+    def _own_texts(self, times: dict[int, str], run_end_reason: str) -> dict[int, str]:
+        """{row: text} of the event rows beyond what :func:`_render_event` covers, spelled the
+        Python way."""
         ev = self.events
-        kinds = ev.kind[lo:hi]
-        numbers = ev.f[lo:hi]
+        n = self.n_events
+        kinds = ev.kind[:n]
+        numbers = ev.f[:n]
         used = _NUMBERS_USED[kinds]
         size = np.abs(numbers)
         odd = (
             ~np.isin(kinds, _TEMPLATED)
-            | ((kinds == EV_SUBMITTED) & ((ev.code[lo:hi] & 256) != 0))  # an expiry: a time to spell
+            | ((kinds == EV_SUBMITTED) & ((ev.code[:n] & 256) != 0))  # an expiry: a time to spell
             | (np.isnan(numbers) & _NUMBERS_NEEDED[kinds]).any(axis=1)
             | (
                 used
@@ -1496,10 +1496,7 @@ class CompiledBook:
                 )
             ).any(axis=1)
         )
-        for r in np.flatnonzero(odd).tolist():
-            m = lo + r
-            own[m] = self.event_texts(m, m + 1, times, run_end_reason)[0]
-        return own
+        return {m: self.event_texts(m, m + 1, times, run_end_reason)[0] for m in np.flatnonzero(odd).tolist()}
 
     def _decision_reason(self, k: int, code: int) -> str:
         d = self.decisions[k]
@@ -1560,8 +1557,7 @@ def _entry_point(kernel: Any, args: tuple[Any, ...]) -> Callable[..., None]:
 
 def _text_table(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """ASCII ``texts`` as one byte buffer and where each starts (text i: buffer[at[i]:at[i + 1]])."""
-    buffer = np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)
-    return buffer, np.concatenate(([0], np.cumsum([len(t) for t in texts]))).astype(np.int64)
+    return _text_spans(dict(enumerate(texts)), len(texts))
 
 
 def _text_spans(texts: dict[int, str], n: int) -> tuple[np.ndarray, np.ndarray]:
