@@ -26,16 +26,22 @@ class MaCrossover(Agent):
         if changes.size == 0:
             return None
         decisions = []
-        for i in changes:
-            symbol = ctx.symbols[i]
-            gap = (fast[i] - slow[i]) / slow[i] if slow[i] == slow[i] else 0.0
+        # Python floats for the few symbols that change: numpy scalars cost more per operation.
+        for i, f, s, w in zip(
+            changes.tolist(),
+            fast[changes].tolist(),
+            slow[changes].tolist(),
+            want[changes].tolist(),
+            strict=True,
+        ):
+            gap = (f - s) / s if s > 0 else 0.0  # NaN (not enough bars yet) compares False
             decisions.append(
                 target_percent(
-                    symbol,
-                    weight if want[i] else 0.0,
+                    ctx.symbols[i],
+                    weight if w else 0.0,
                     confidence=min(1.0, abs(gap) * 20),
-                    reasoning=f"fast SMA {'above' if want[i] else 'below'} slow SMA",
-                    inputs={"sma_fast": fast[i], "sma_slow": slow[i]},
+                    reasoning=f"fast SMA {'above' if w else 'below'} slow SMA",
+                    inputs={"sma_fast": f, "sma_slow": s},
                 )
             )
         return decisions

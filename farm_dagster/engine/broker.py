@@ -304,6 +304,10 @@ class Broker:
         self.symbols = tuple(symbols)
         self.settings = settings
         self.costs = settings.costs
+        # Costs that are all zero (the default) are skipped per fill, with the same result.
+        c = self.costs
+        self._slippage = c.slippage_bps != 0 or c.slippage_range_fraction != 0
+        self._commission = c.commission_per_share != 0 or c.commission_pct != 0 or c.min_commission != 0
         self.record = record  # the child's mirror skips the event/fill bookkeeping
         # What happened to the agent's orders since it last looked (the mirror's ``ctx.order_updates``):
         # (order, status, side, quantity, price, reason) tuples, taken by :meth:`take_updates`.
@@ -539,11 +543,11 @@ class Broker:
             open_l, high_l, low_l = block[0].tolist(), block[1].tolist(), block[2].tolist()
         else:
             open_l, high_l, low_l = block[0], block[1], block[2]
-        held: list[float] | None = None
         equity_now: float | None = None
-        ready: list[tuple[Order, float, float]] = []  # (order, delta shares, base price)
+        ready: list[tuple[Order, float, float, float, float]] = []  # (order, delta shares, base, high, low)
         waiting: list[Order] = []
         expired: list[Order] = []
+        in_oco = False  # an order of an OCO group is ready: placement order decides within it
         for order in self.pending:
             if order.expires_at is not None and ts_ns > order.expires_at and order.order_type != "market":
                 expired.append(order)  # backtrader's rule: a market order does not expire
@@ -565,34 +569,41 @@ class Broker:
             elif action == "SELL":
                 delta = -order.quantity
             else:
-                if held is None:  # positions before this bar's fills, for every order of the bar
-                    held = self.positions.tolist()
+                held = float(self.positions[i])  # before this bar's fills: they come after this loop
                 if order.target_shares is not None:
                     target = order.target_shares
                 else:
                     if equity_now is None:
-                        marks = np.where(opens == opens, opens, self.last_price)
-                        equity_now = self.cash + book_value(self.positions, marks)
-                    target = percent_target(order.target_percent, equity_now, base, held[i])
-                delta = target - held[i]
-            ready.append((order, delta, base))
+                        equity_now = self._equity_at(opens)
+                    target = percent_target(order.target_percent, equity_now, base, held)
+                delta = target - held
+            if order.oco is not None:
+                in_oco = True
+            ready.append((order, delta, base, h, lo))
         self.pending = waiting
         for order in expired:
             if order.open:  # an OCO partner or bracket sibling that expired too may have taken it already
                 self._withdraw(order, ts_ns, "expired", bar)
-        if any(item[0].oco is not None for item in ready):
+        if in_oco:
             ready = _sells_first_oco_in_placement_order(ready)
         else:
             ready.sort(key=_buys_last)  # sells first, stable within each group
         execute = self._execute
-        for order, delta, base in ready:
+        for order, delta, base, h, lo in ready:
             if not order.open:
                 continue  # withdrawn on this bar by an OCO sibling or its bracket
-            i = order.index
-            outcome = execute(order, delta, base, ts_ns, float(high_l[i]), float(low_l[i]))
+            outcome = execute(order, delta, base, ts_ns, h, lo)
             order.open = False
             if order.linked:
                 self._settle(order, outcome, bar, ts_ns)
+
+    def _equity_at(self, opens: np.ndarray) -> float:
+        """Cash plus the book marked at this bar's opens (the last close where a symbol has none):
+        what a percent target is sized on."""
+        value = book_value(self.positions, opens)
+        if value != value:  # a held symbol without an open (or a book that is not finite): the marks
+            value = book_value(self.positions, np.where(opens == opens, opens, self.last_price))
+        return self.cash + value
 
     def _trigger(self, order: Order, o: float, h: float, lo: float, c: float) -> float | None:
         """Base fill price of a limit or stop order on this bar, or None when it waits.
@@ -656,9 +667,11 @@ class Broker:
             return "cancelled"
         side = 1 if delta > 0 else -1
         costs = self.costs
-        price = base * (1 + side * costs.slippage_bps / 10_000) + side * costs.slippage_range_fraction * (
-            high - low
-        )
+        price = base
+        if self._slippage:
+            price = base * (1 + side * costs.slippage_bps / 10_000) + side * costs.slippage_range_fraction * (
+                high - low
+            )
         if order.limit_price is not None:
             price = min(price, order.limit_price) if side > 0 else max(price, order.limit_price)
         if price < low:
@@ -671,7 +684,7 @@ class Broker:
             )
             return "rejected"
         qty = abs(delta)
-        commission = costs.commission(qty, price)
+        commission = costs.commission(qty, price) if self._commission else 0.0
         if side > 0 and qty * price + commission > self.cash + _EPS:
             if order.action == "TARGET":
                 qty = self._affordable(price)
@@ -908,13 +921,13 @@ def percent_target(percent: float, equity: float, price: float | None, held: flo
     return math.trunc(sized) if sized - sized == 0.0 else held
 
 
-def _buys_last(item: tuple[Order, float, float]) -> bool:
+def _buys_last(item: tuple[Order, float, float, float, float]) -> bool:
     return item[1] > 0
 
 
 def _sells_first_oco_in_placement_order(
-    ready: list[tuple[Order, float, float]],
-) -> list[tuple[Order, float, float]]:
+    ready: list[tuple[Order, float, float, float, float]],
+) -> list[tuple[Order, float, float, float, float]]:
     """Sells before buys, except that the members of an OCO group all take the place of the group's
     first-placed member, behind it (``ready`` is in placement order and the sort is stable).
 
@@ -924,7 +937,7 @@ def _sells_first_oco_in_placement_order(
     """
     leads: dict[int, bool] = {}
     keys = []
-    for order, delta, _ in ready:
+    for order, delta, *_ in ready:
         group = order.oco
         keys.append(delta > 0 if group is None else leads.setdefault(id(group), delta > 0))
     order_of = sorted(range(len(ready)), key=keys.__getitem__)
