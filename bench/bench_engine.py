@@ -152,18 +152,27 @@ def run_engine_warm(case: Case) -> dict[str, Any]:
     """The engine as vectorbt warm is measured: the runs after a first one in the same process.
 
     Every run still starts its own sandbox and hashes the data; what the first run leaves behind
-    is the imports (numba's among them) and memory the process has already touched, which on a
-    virtual machine costs the first run a page fault per page (see bench/RESULTS.md).
+    is the imports (numba's among them) and memory the process has already touched, whose page
+    faults the first run pays (slow on this benchmark's virtual machine, see bench/RESULTS.md).
     """
     panel = load_panel(case)
     rss_loaded = _rss_mb()
     first = _engine_once(panel)
-    runs = sorted((_engine_once(panel) for _ in range(case.repeats)), key=lambda r: r["wall_s"])
-    median = runs[_middle(len(runs))]
-    median["detail"]["runs_s"] = [r["wall_s"] for r in runs]
+    median = _median_run([_engine_once(panel) for _ in range(case.repeats)])
     median["detail"]["first_s"] = first["wall_s"]
-    median["children_peak_mb"] = max(r["children_peak_mb"] for r in runs)
     return {**median, "rss_loaded_mb": rss_loaded}
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run of an engine's ``runs`` (see :func:`_middle`), with every run's wall time
+    and the highest peak RSS of any of them (a peak figure that is not a median)."""
+    runs = sorted(runs, key=lambda r: r["wall_s"])
+    median = dict(runs[_middle(len(runs))])
+    median["detail"] = {**median["detail"], "runs_s": [r["wall_s"] for r in runs]}
+    for key in ("self_peak_mb", "children_peak_mb"):
+        if key in median:
+            median[key] = max(r[key] for r in runs)
+    return median
 
 
 def _engine_once(panel: Any) -> dict[str, Any]:
@@ -388,11 +397,7 @@ def machine() -> dict[str, str]:
 def measure(case: Case) -> list[dict[str, Any]]:
     rows = []
     # The engine runs in a fresh process each time (cold imports and all); the median run is shown.
-    runs = sorted((spawn("engine", case) for _ in range(case.repeats)), key=lambda r: r["wall_s"])
-    engine = dict(runs[_middle(len(runs))])
-    engine["detail"]["runs_s"] = [r["wall_s"] for r in runs]
-    engine["self_peak_mb"] = max(r["self_peak_mb"] for r in runs)
-    engine["children_peak_mb"] = max(r["children_peak_mb"] for r in runs)
+    engine = _median_run([spawn("engine", case) for _ in range(case.repeats)])
     engine["peer"] = "engine (sandbox)"
     engine["peak_mb"] = engine["self_peak_mb"] + engine["children_peak_mb"]
     rows.append(engine)

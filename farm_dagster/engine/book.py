@@ -1001,13 +1001,7 @@ def _events_column(order, owners, decision_rows, given, given_at, n_rows,
     n = order.shape[0]
     r = 0
     for k in range(decision_rows.shape[0]):
-        row = decision_rows[k]
-        while r < row:  # silent rows before it
-            out[at] = 91  # [
-            out[at + 1] = 93  # ]
-            at += 2
-            r += 1
-            offsets[r] = at
+        at, r = _silent_rows(out, at, offsets, r, decision_rows[k])  # the silent rows before it
         while i < n and owners[order[i]] < k:
             i += 1
         if given_at[k] < given_at[k + 1]:
@@ -1030,13 +1024,21 @@ def _events_column(order, owners, decision_rows, given, given_at, n_rows,
             at += 1
         r += 1
         offsets[r] = at
-    while r < n_rows:
-        out[at] = 91
-        out[at + 1] = 93
+    at, _ = _silent_rows(out, at, offsets, r, n_rows)
+    return at
+
+
+@nb.njit(**_JIT, inline="always")
+def _silent_rows(out, at, offsets, r, upto):
+    """``[]`` in rows ``r``..``upto - 1`` of an events column (written at ``out[at:]``); returns
+    where the text and the rows end."""
+    while r < upto:
+        out[at] = 91  # [
+        out[at + 1] = 93  # ]
         at += 2
         r += 1
         offsets[r] = at
-    return at
+    return at, r
 
 
 # ----------------------------------------------------------------------------------- the wrapper
