@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from farm_dagster.engine.costs import BacktestSettings
 from farm_dagster.engine.runner import run_backtest
@@ -100,6 +101,19 @@ class Cheater(Agent):
                             os.set_blocking(owner.read_fd, True)
             return None
 
+        def mailbox():
+            """The shared-memory channel's mailbox, read after a pause: only the current bar there."""
+            for frame in _frames():
+                for value in list(frame.f_locals.values()):
+                    owner = getattr(value, "__self__", None)
+                    if owner is not None and hasattr(owner, "_mm"):
+                        owner._poll.poll(5)  # a parent streaming ahead would have written by now
+                        if owner.ready():
+                            return "streamed ahead"
+                        body = owner._mm[owner._in_data : owner._in_data + 9]
+                        return int.from_bytes(body[1:9], "little", signed=True) if body[0] == 2 else None
+            return None
+
         def gc_scan():
             import gc
             best = None
@@ -119,7 +133,7 @@ class Cheater(Agent):
         for name, trick in [("past_the_end", past_the_end), ("negative_wrap", negative_wrap),
                             ("base_buffer", base_buffer), ("private_history", private_history),
                             ("private_ts", private_ts), ("frames", frames), ("channel", channel),
-                            ("channel_with_os", channel_with_os),
+                            ("channel_with_os", channel_with_os), ("mailbox", mailbox),
                             ("runner_module", runner_module)]:
             found[name] = _try(trick)
         if n % 10 == 1:
@@ -182,30 +196,39 @@ def _check_no_future(rows, panel: BarPanel) -> None:
             assert not (isinstance(value, float) and value in later), (t, name, value)
             # 0.0: a row of the history buffer not streamed yet (zeros, never a price: these are > 0)
             assert value in (None, 0.0) or isinstance(value, str) or value in seen_so_far, (t, name, value)
-        for name in ("private_ts", "frames", "gc_scan"):
+        for name in ("private_ts", "frames", "gc_scan", "mailbox"):
             if isinstance(seen.get(name), int):
                 assert seen[name] <= now, (t, name, seen[name])  # never a time after the current bar
         for name in ("channel", "channel_with_os"):
             assert seen[name] in (None, 0) or isinstance(seen[name], str), (t, name, seen[name])
+        assert seen["mailbox"] != "streamed ahead", t
         assert seen["runner_module"] == 0 or isinstance(seen["runner_module"], str)
 
 
-def test_without_any_lockdown_the_lockstep_stream_still_leaks_nothing() -> None:
+@pytest.mark.parametrize("shared_memory", [False, True], ids=["pipes", "shared-memory"])
+def test_without_any_lockdown_the_lockstep_stream_still_leaks_nothing(shared_memory: bool) -> None:
     """The host runs unlocked in a thread of this process, fed by the runner's own streaming loop
-    over real pipes: its frames, the channel's fd and the channel's buffer are all reachable by the
-    agent, and none of them ever holds a bar after the current one (the lockstep itself holds)."""
+    over real pipes or real shared mailboxes: its frames, the channel's fd, buffer and mailboxes
+    are all reachable by the agent, and none of them ever holds a bar after the current one (the
+    lockstep itself holds)."""
     import os
     import threading
 
     from farm_dagster.engine import host, protocol, runner
     from farm_dagster.fmel.rows import DecisionLog
-    from farm_dagster.sandbox.process import Channel
+    from farm_dagster.sandbox.channel import Channel, SharedChannel, create_region
 
     panel = _panel(25)
     settings = BacktestSettings()
     to_child_r, to_child_w = os.pipe()
     to_parent_r, to_parent_w = os.pipe()
-    child, parent = Channel(to_child_r, to_parent_w), Channel(to_parent_r, to_child_w)
+    if shared_memory:
+        region = create_region()
+        child = SharedChannel(to_child_r, to_parent_w, region, "child")
+        parent = SharedChannel(to_parent_r, to_child_w, region, "parent")
+        os.close(region)
+    else:
+        child, parent = Channel(to_child_r, to_parent_w), Channel(to_parent_r, to_child_w)
     worker = threading.Thread(target=host.main, args=(child,), daemon=True)
     worker.start()
     try:
@@ -231,7 +254,11 @@ def test_without_any_lockdown_the_lockstep_stream_still_leaks_nothing() -> None:
     rows = log.frame()
     assert len(rows) == panel.n_bars
     first = json.loads(rows.iloc[5].inputs)
-    assert isinstance(first["frames"], int) and first["channel"] == 0  # the tricks really ran here
+    assert isinstance(first["frames"], int)  # the tricks really ran here
+    if shared_memory:
+        assert first["mailbox"] == int(panel.timestamps[5])  # it read the mailbox: the current bar
+    else:
+        assert first["channel"] == 0
     _check_no_future(rows, panel)
 
 
@@ -244,7 +271,7 @@ def probe_main(channel) -> None:
 
     def checked_recv():
         payload = recv()
-        if payload[0] == protocol.BAR and (channel._buf or channel._poll.poll(20)):
+        if payload[0] == protocol.BAR and (channel._poll.poll(20) or channel.ready()):
             raise RuntimeError("the parent streamed ahead of the agent's answer")
         return payload
 

@@ -54,6 +54,7 @@ BOOKS = ("auto", "python", "compiled")
 # 100 x 100,000): below a million symbol-bars the load is not paid back.
 AUTO_COMPILED_SYMBOL_BARS = 1_000_000
 FLUSH_BARS = 8  # bars a compiled book lets wait, when the parent falls behind (see _CompiledRun.flush)
+IDLE_FLUSH_BARS = 1  # bars a compiled book books at once when the parent has caught up (see _stream)
 POLL_INTERVAL = 20e-6  # seconds between two looks for the agent's answer while booking
 _clock = time.perf_counter
 _NAT = np.iinfo(np.int64).min  # NaT's int64 value
@@ -172,7 +173,7 @@ class _Run:
         self.positions[t] = broker.positions
         self.processed = t + 1
 
-    def flush(self, everything: bool = False) -> None:
+    def flush(self, at_least: int = 1) -> None:
         """Book what was applied but not booked yet (nothing here: this run books as it applies)."""
 
     def _decode(self, payload: bytes) -> tuple[float, list[Any] | None]:
@@ -402,9 +403,9 @@ class _CompiledRun(_Run):
             elif d.order_type == "trailing_stop" and d.stop_price is None and d.action != "HOLD":
                 self._trailing.append((j, t, d))
 
-    def flush(self, everything: bool = False) -> None:
-        """Book the bars applied so far in one compiled call, once there are ``FLUSH_BARS`` of them
-        (or ``everything``), then fill in what depended on them.
+    def flush(self, at_least: int = 1) -> None:
+        """Book the bars applied so far in one compiled call, once there are ``at_least`` of them,
+        then fill in what depended on them.
 
         The stream calls it after every bar it applies (it books once ``FLUSH_BARS`` wait, when
         the parent has fallen behind the agent) and with ``everything`` whenever it has caught up,
@@ -413,7 +414,7 @@ class _CompiledRun(_Run):
         kernel's unboxing about 12 us of it), 21 us a bar booking two.
         """
         hi = self._marked
-        if hi - self.processed < (1 if everything else FLUSH_BARS):
+        if hi - self.processed < at_least:
             return
         self.book.advance(hi)
         self.processed = hi
@@ -647,7 +648,7 @@ def _stream(proc: SandboxProcess, run: _Run, panel: BarPanel, progress: Progress
                 on_bar(t, block)  # fills of the orders decided on t-1, mark to t's close
                 pump()
                 apply(t, reply)
-                flush()  # a compiled book that fell behind books a batch (FLUSH_BARS) now
+                flush(FLUSH_BARS)  # a compiled book that fell behind books a batch now
                 if progress is not None and (t % step == 0 or t == n - 1):
                     progress(t + 1, n)
                 continue
@@ -657,7 +658,7 @@ def _stream(proc: SandboxProcess, run: _Run, panel: BarPanel, progress: Progress
                 raise stream.failure
             if stream.thinking is None:
                 return
-            flush(everything=True)  # a compiled book books what was applied, while the agent thinks
+            flush(IDLE_FLUSH_BARS)  # a compiled book books what was applied, while the agent thinks
             while not ready() and render():  # nothing to book: render FMEL texts while waiting
                 pass
             pump(wait=True)
@@ -857,7 +858,7 @@ def _result(
     user_id: str,
     n_trials: int = 1,
 ) -> BacktestResult:
-    run.flush(everything=True)  # what was applied but not booked yet (a compiled book books in batches)
+    run.flush()  # what was applied but not booked yet (a compiled book books in batches)
     n = run.processed
     if n:
         run.close_book(

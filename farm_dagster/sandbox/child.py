@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from typing import Any
 
@@ -30,13 +31,18 @@ def _lock_down(limits: Any, allowed_modules: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     entry, read_fd, write_fd, raw_config = (argv if argv is not None else sys.argv[1:])[:4]
     config = json.loads(raw_config)
+    from farm_dagster.sandbox.channel import Channel, SharedChannel
     from farm_dagster.sandbox.limits import SandboxLimits
-    from farm_dagster.sandbox.process import Channel
 
     module_name, _, func_name = entry.partition(":")
     module = importlib.import_module(module_name)  # trusted imports happen here
     func = getattr(module, func_name)
-    channel = Channel(int(read_fd), int(write_fd))
+    region = config.get("shared_region_fd")
+    if region is None:
+        channel: Channel | SharedChannel = Channel(int(read_fd), int(write_fd))
+    else:  # mapped now: the lockdown forbids mmap, and the fd is closed before any agent code
+        channel = SharedChannel(int(read_fd), int(write_fd), int(region), "child")
+        os.close(int(region))
     if config.get("prepare") is not None and hasattr(module, "prepare"):
         module.prepare(config["prepare"])  # the parent's spec, before any agent code exists
     _lock_down(SandboxLimits(**config["limits"]), config.get("allowed_modules"))

@@ -1,8 +1,9 @@
-"""Run an entry function in a separate, locked-down Python process and talk to it over pipes.
+"""Run an entry function in a separate, locked-down Python process and talk to it.
 
-Why pipes over inherited fds (not stdin/stdout): the agent's prints cannot corrupt the protocol,
-and the channel is just two file descriptors that the child's lockdown can leave open while
-closing everything else. The child runs in its own session, so :meth:`SandboxProcess.close` kills
+Messages travel through shared-memory mailboxes where the processor allows it, else through the
+pipes (:mod:`farm_dagster.sandbox.channel`). Why inherited fds (not stdin/stdout): the agent's
+prints cannot corrupt the protocol, and the channel is a few file descriptors and a mapping made
+before the child's lockdown. The child runs in its own session, so :meth:`SandboxProcess.close` kills
 the whole process group, including anything the agent managed to start.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -22,15 +22,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from farm_dagster.engine.protocol import HEADER, MAX_FRAME, ProtocolError
+from farm_dagster.sandbox.channel import (
+    Channel,
+    ChannelClosed,
+    SharedChannel,
+    create_region,
+    shared_memory_supported,
+)
 from farm_dagster.sandbox.limits import SandboxLimits
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _STDERR_TAIL = 8192
-
-
-class ChannelClosed(EOFError):
-    """The other side closed its end of the channel."""
 
 
 class SandboxError(RuntimeError):
@@ -55,79 +57,6 @@ class SandboxCrashed(SandboxError):
     def __init__(self, exit: SandboxExit) -> None:
         super().__init__(exit.reason)
         self.exit = exit
-
-
-# How long recv() polls actively before sleeping. Why: the two processes hand a bar back and forth
-# every ~100 us; on a virtual machine an idle vCPU halts, and waking it costs tens of microseconds
-# per hand-off (measured: 42 us round trip sleeping vs 4 us polling). Polling yields the CPU on
-# every turn, so a busy machine loses little, and it is bounded so an idle wait still sleeps.
-SPIN_SECONDS = 200e-6
-
-
-class Channel:
-    """Length-prefixed frames over a pair of pipe fds (see :mod:`farm_dagster.engine.protocol`)."""
-
-    def __init__(self, read_fd: int, write_fd: int, spin_seconds: float = SPIN_SECONDS) -> None:
-        self.read_fd, self.write_fd = read_fd, write_fd
-        self.spin_seconds = spin_seconds
-        self._buf = bytearray()
-        self._poll = select.poll()
-        self._poll.register(read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-
-    def send(self, payload: bytes) -> None:
-        data = [HEADER.pack(len(payload)), payload]
-        total = 4 + len(payload)
-        sent = os.writev(self.write_fd, data)
-        if sent < total:  # pipe full: finish the frame with plain writes
-            view = memoryview(b"".join(data))[sent:]
-            while view:
-                view = view[os.write(self.write_fd, view) :]
-
-    def recv(self, timeout: float | None = None) -> bytes:
-        """Next frame's payload; ``TimeoutError`` after ``timeout`` seconds, ``ChannelClosed`` on EOF."""
-        buf = self._buf
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if len(buf) >= 4:
-                (size,) = HEADER.unpack_from(buf)
-                if size > MAX_FRAME or size == 0:
-                    raise ProtocolError(f"frame of {size} bytes")
-                if len(buf) >= 4 + size:
-                    payload = bytes(buf[4 : 4 + size])
-                    del buf[: 4 + size]
-                    return payload
-            if not self._spin() and deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._poll.poll(max(0, int(left * 1000) + 1)):
-                    raise TimeoutError("no message before the deadline")
-            chunk = os.read(self.read_fd, 65536)
-            if not chunk:
-                raise ChannelClosed("channel closed by the other side")
-            buf += chunk
-
-    def ready(self) -> bool:
-        """True when :meth:`recv` has something to read now (a whole frame buffered, data or EOF)."""
-        buf = self._buf
-        if len(buf) >= 4 and len(buf) >= 4 + HEADER.unpack_from(buf)[0]:
-            return True
-        return bool(self._poll.poll(0))
-
-    def _spin(self) -> bool:
-        """Poll without sleeping for up to ``spin_seconds``; True when data (or EOF) is ready."""
-        if self.spin_seconds <= 0:
-            return False
-        poll, clock, yield_cpu = self._poll.poll, time.perf_counter, os.sched_yield
-        end = clock() + self.spin_seconds
-        while not poll(0):
-            if clock() >= end:
-                return False
-            yield_cpu()
-        return True
-
-    def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 def peak_rss_mb(pid: int | str = "self") -> float | None:
@@ -177,7 +106,11 @@ def explain_exit(returncode: int | None, stderr_tail: str) -> tuple[str | None, 
 
 
 class SandboxProcess:
-    """One sandboxed child running ``entry`` (``"module:function"``, called with a :class:`Channel`)."""
+    """One sandboxed child running ``entry`` (``"module:function"``, called with its channel).
+
+    ``shared_memory``: messages through shared-memory mailboxes (:class:`SharedChannel`); None
+    means wherever :func:`shared_memory_supported`, False forces the pipes (:class:`Channel`).
+    """
 
     def __init__(
         self,
@@ -186,15 +119,17 @@ class SandboxProcess:
         *,
         allowed_modules: tuple[str, ...] | None = None,
         prepare: dict[str, Any] | None = None,
+        shared_memory: bool | None = None,
     ) -> None:
         self.entry = entry
+        self.shared_memory = shared_memory_supported() if shared_memory is None else shared_memory
         self.limits = limits or SandboxLimits()
         self.allowed_modules = allowed_modules
         # Handed to the entry module's ``prepare`` before the lockdown (see sandbox/child.py):
         # written by the trusted parent, never by the agent.
         self.prepare = prepare
         self._proc: subprocess.Popen[bytes] | None = None
-        self._channel: Channel | None = None
+        self._channel: Channel | SharedChannel | None = None
         self._stderr: deque[bytes] = deque()
         self._stderr_size = 0
         self._reader: threading.Thread | None = None
@@ -205,10 +140,12 @@ class SandboxProcess:
     def start(self) -> SandboxProcess:
         to_child_r, to_child_w = os.pipe()
         to_parent_r, to_parent_w = os.pipe()
+        region = create_region() if self.shared_memory else None
         config = {
             "limits": asdict(self.limits),
             "allowed_modules": self.allowed_modules,
             "prepare": self.prepare,
+            "shared_region_fd": region,
         }
         cmd = [
             sys.executable,
@@ -233,7 +170,7 @@ class SandboxProcess:
         try:
             self._proc = subprocess.Popen(
                 cmd,
-                pass_fds=(to_child_r, to_parent_w),
+                pass_fds=(to_child_r, to_parent_w) if region is None else (to_child_r, to_parent_w, region),
                 start_new_session=True,
                 env=env,
                 cwd="/",
@@ -242,11 +179,18 @@ class SandboxProcess:
                 stderr=subprocess.PIPE,
                 close_fds=True,
             )
+            if region is None:
+                self._channel = Channel(to_parent_r, to_child_w)
+            else:
+                self._channel = SharedChannel(to_parent_r, to_child_w, region, "parent")
         finally:
             os.close(to_child_r)
             os.close(to_parent_w)
-        self._channel = Channel(to_parent_r, to_child_w)
+            if region is not None:
+                os.close(region)  # the mapping stays
         self._deadline = time.monotonic() + self.limits.wall_seconds
+        if isinstance(self._channel, SharedChannel):
+            self._channel.deadline = self._deadline  # a send waiting for the agent gives up with it
         self._reader = threading.Thread(target=self._drain_stderr, name="sandbox-stderr", daemon=True)
         self._reader.start()
         return self
@@ -279,7 +223,10 @@ class SandboxProcess:
         assert self._channel is not None, "start() first"
         try:
             self._channel.send(payload)
-        except (BrokenPipeError, OSError):
+        except TimeoutError:
+            limit = f"wall-clock limit of {self.limits.wall_seconds:g}s"
+            raise SandboxTimeout(f"the agent did not take its next message within the {limit}") from None
+        except (BrokenPipeError, ChannelClosed, OSError):
             raise self._crashed() from None
 
     def recv(self, timeout: float | None = None) -> bytes:
