@@ -5,8 +5,8 @@
 
 Why shared memory: a backtest hands the agent a bar and takes its answer back once per bar, 100,000 times on a
 large run. Through pipes every hand-off is a write, a poll and a read on each side, and a round
-trip took 10.3-10.8 us; through a shared page that both sides watch it takes about 2 us (a
-ping-pong between two processes). The pipes stay, for what memory cannot do: waking a side that
+trip took 10.3-10.8 us; through a shared page that both sides watch, well under 1 us (a
+ping-pong between two processes; bench/RESULTS.md). The pipes stay, for what memory cannot do: waking a side that
 went to sleep after waiting long (``DOORBELL``), and telling a side that the other one died (end
 of file).
 
