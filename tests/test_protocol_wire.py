@@ -154,3 +154,26 @@ def test_decoding_gives_what_json_gives_on_random_bodies() -> None:
         except orjson.JSONDecodeError:
             pass
     assert fast > 2000  # most bodies do take the fast reader
+
+
+def test_long_fractions_take_the_fast_reader_and_long_integers_the_exact_one(monkeypatch) -> None:
+    """A float below 0.01 with 17 significant digits has 19 digits after its point: orjson reads
+    it (the same double as json); an integer of 19 digits or more still goes to json, exactly."""
+    fraction = (
+        b'{"decisions":[["AAA","HOLD",null,null,null,null,null,0.0033355853740733907,"",null,null,null]]}'
+    )
+    big = b'{"decisions":[],"n":123456789012345678901}'
+    expected = {text: json.loads(text) for text in (fraction, big)}
+
+    class _NoJson:
+        def decode(self, *_: object) -> object:
+            raise AssertionError("went through the json module")
+
+    monkeypatch.setattr(protocol, "_DECODER", _NoJson())
+    decoded = protocol.decode_json(bytes((protocol.DECISIONS,)) + fraction)
+    assert decoded == expected[fraction]
+    with pytest.raises(AssertionError, match="json module"):
+        protocol.decode_json(bytes((protocol.DECISIONS,)) + big)
+    monkeypatch.undo()
+    value = protocol.decode_json(bytes((protocol.DECISIONS,)) + big)["n"]
+    assert value == 123456789012345678901 and type(value) is int
