@@ -5,9 +5,11 @@ Real pipes, a real sealed memfd and, for the end-to-end cases, a real locked-dow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -47,36 +49,38 @@ def _pair(capacity: int) -> tuple[SharedChannel, SharedChannel]:
     return parent, child
 
 
-def _serve_in_thread(child: SharedChannel, delay: float = 0.0) -> threading.Thread:
+@contextlib.contextmanager
+def _echoing(delay: float = 0.0) -> Iterator[SharedChannel]:
+    """The parent's end of a 4 KiB pair whose child, in a thread, echoes every message reversed
+    (after ``delay`` seconds) until END, which leaving the block sends."""
+    parent, child = _pair(4096)
+
     def serve() -> None:
-        try:
+        with contextlib.suppress(ChannelClosed):
             while (payload := child.recv(timeout=30)) != END:
                 time.sleep(delay)
                 child.send(payload[::-1])
-        except ChannelClosed:
-            pass
 
     worker = threading.Thread(target=serve, daemon=True)
     worker.start()
-    return worker
+    try:
+        yield parent
+        parent.send(END)
+    finally:
+        worker.join(timeout=10)
+        parent.close()
+        child.close()
 
 
 @needs_shared_memory
 @pytest.mark.parametrize("size", [1, 4095, 4096, 4097, 3 * 4096 + 17])
 def test_messages_of_any_size_arrive_whole_and_in_order(size: int) -> None:
     """A message larger than the 4 KiB mailbox travels in parts and arrives as one."""
-    parent, child = _pair(4096)
-    worker = _serve_in_thread(child)
-    try:
+    with _echoing() as parent:
         for k in range(20):
             message = os.urandom(size - 1) + bytes((k,))
             parent.send(message)
             assert parent.recv(timeout=30) == message[::-1]
-        parent.send(END)
-    finally:
-        worker.join(timeout=10)
-        parent.close()
-        child.close()
 
 
 @needs_shared_memory
@@ -87,18 +91,11 @@ def test_a_sleeping_reader_is_woken_by_the_doorbell(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(channel, "_FIRST_NAP_MS", 600_000)
     monkeypatch.setattr(channel, "_LONGEST_NAP_MS", 600_000)
-    parent, child = _pair(4096)
-    worker = _serve_in_thread(child, delay=0.02)
-    try:
+    with _echoing(delay=0.02) as parent:
         for k in range(5):
             parent.send(bytes((k, 1, 2)))
             assert parent.recv(timeout=5) == bytes((2, 1, k))
         assert parent._mm[parent._my_flag] == 0  # not left asleep
-        parent.send(END)
-    finally:
-        worker.join(timeout=10)
-        parent.close()
-        child.close()
 
 
 @needs_shared_memory
