@@ -28,7 +28,7 @@ wall-clock deadline bounds every wait, for an answer as for an ``ack``.
 Memory order: x86-64 keeps stores in order and loads in order (TSO), so a reader that sees
 ``seq`` change sees the payload written before it. Other processors need fences that Python
 cannot issue: there :func:`shared_memory_supported` is False and the pipes carry the messages
-(:class:`farm_dagster.sandbox.process.Channel`).
+(:class:`Channel`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import platform
 import select
 import struct
 import time
+from collections.abc import Callable
 
 from farm_dagster.engine.protocol import HEADER, MAX_FRAME, ProtocolError
 
@@ -162,7 +163,7 @@ def create_region(capacity: int = CAPACITY) -> int:
 
 
 class SharedChannel:
-    """The :class:`~farm_dagster.sandbox.process.Channel` interface over the shared mailboxes.
+    """The :class:`Channel` interface over the shared mailboxes.
 
     ``side`` is "parent" or "child"; ``read_fd``/``write_fd`` are the pipes from and to the other
     side, used here only as doorbells and to learn of its death.
@@ -235,8 +236,7 @@ class SharedChannel:
         """
         return self._mm[self._in_seq] != self._seen
 
-    def _arrived(self) -> bool:
-        return self._mm[self._in_seq] != self._seen
+    _arrived = ready  # what a receiving wait watches for
 
     def recv(self, timeout: float | None = None) -> bytes:
         """Next message; ``TimeoutError`` after ``timeout`` seconds, ``ChannelClosed`` on EOF."""
@@ -262,12 +262,12 @@ class SharedChannel:
             if not more:
                 return b"".join(parts)
 
-    def _wait(self, done: object, deadline: float | None) -> None:
-        """Watch the region until ``done()``; sleep on the pipe past ``spin_seconds``."""
-        check = done  # a bound method: _arrived or _part_taken
+    def _wait(self, check: Callable[[], bool], deadline: float | None) -> None:
+        """Watch the region until ``check()`` (:meth:`_arrived` or :meth:`_part_taken`); sleep on
+        the pipe past ``spin_seconds``."""
         clock = time.perf_counter
         end = clock() + self.spin_seconds
-        while not check():  # type: ignore[operator]
+        while not check():
             if clock() >= end:
                 break
         else:
@@ -275,7 +275,7 @@ class SharedChannel:
         mm, flag, nap = self._mm, self._my_flag, _FIRST_NAP_MS
         while True:
             mm[flag] = 1
-            if check():  # type: ignore[operator]
+            if check():
                 mm[flag] = 0
                 return
             wait_ms = nap
@@ -289,9 +289,9 @@ class SharedChannel:
             mm[flag] = 0
             if woke:
                 chunk = os.read(self.read_fd, 4096)  # doorbells: their content means nothing
-                if not chunk and not check():  # type: ignore[operator]
+                if not chunk and not check():
                     raise ChannelClosed("channel closed by the other side")
-            if check():  # type: ignore[operator]
+            if check():
                 return
             nap = min(2 * nap, _LONGEST_NAP_MS)
 
