@@ -171,6 +171,21 @@ def test_a_locked_down_child_talks_over_either_channel(shared_memory: bool) -> N
     assert proc.status is not None and proc.status.returncode == 0, proc.status
 
 
+def test_without_a_memfd_the_sandbox_falls_back_to_the_pipes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime that refuses memfd_create or its seals still runs agents, over the pipes."""
+    from farm_dagster.sandbox import process
+
+    def refuse() -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(process, "create_region", refuse)
+    with SandboxProcess("tests.test_channel:echo_main", shared_memory=True) as proc:
+        assert not proc.shared_memory and type(proc._channel).__name__ == "Channel"
+        proc.send(b"abc")
+        assert proc.recv(timeout=30) == b"cba"
+        proc.send(END)
+
+
 @needs_shared_memory
 def test_a_child_that_never_reads_times_the_parents_send_out() -> None:
     """An agent can leave its bar untaken; the parent's next send then ends at the wall clock."""

@@ -140,7 +140,12 @@ class SandboxProcess:
     def start(self) -> SandboxProcess:
         to_child_r, to_child_w = os.pipe()
         to_parent_r, to_parent_w = os.pipe()
-        region = create_region() if self.shared_memory else None
+        region = None
+        if self.shared_memory:
+            try:
+                region = create_region()
+            except OSError:  # no memfd or no seals here (a kernel or runtime without them): pipes
+                self.shared_memory = False
         config = {
             "limits": asdict(self.limits),
             "allowed_modules": self.allowed_modules,
