@@ -185,13 +185,16 @@ def _replays(
         runner.FLUSH_BARS = saved
 
 
+def _median_replay(phases: list[dict[str, float]]) -> dict[str, float]:
+    """The median replay, whole (its phases add up), chosen as bench_engine.py chooses its own."""
+    return sorted(phases, key=lambda p: p["total"])[_middle(len(phases))]
+
+
 def render(m: dict[str, Any]) -> str:
     info = machine()
     real, parent = m["real"], m["parent"]
-    # The median run, whole (its phases add up), chosen as bench_engine.py chooses its own.
-    median_parent = sorted(parent, key=lambda p: p["total"])[_middle(len(parent))]
+    median_parent, per_bar = _median_replay(parent), _median_replay(m["parent_per_bar"])
     spread = f"{min(p['total'] for p in parent):.2f}-{max(p['total'] for p in parent):.2f}s"
-    per_bar = sorted(m["parent_per_bar"], key=lambda p: p["total"])[_middle(len(m["parent_per_bar"]))]
     agent = sorted(m["agent"])[_middle(len(m["agent"]))]
     # The stream's pace: the busier side's work during the stream. The parent's result frames come
     # after it, on one core (a replay renders there the inputs texts a real run renders while it

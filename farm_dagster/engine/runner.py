@@ -408,8 +408,8 @@ class _CompiledRun(_Run):
         then fill in what depended on them.
 
         The stream calls it after every bar it applies (it books once ``FLUSH_BARS`` wait, when
-        the parent has fallen behind the agent) and with ``everything`` whenever it has caught up,
-        so that a call is short and lands while the agent thinks, not on a hand-off. On 100
+        the parent has fallen behind the agent) and with ``IDLE_FLUSH_BARS`` whenever it has caught
+        up, so that a call is short and lands while the agent thinks, not on a hand-off. On 100
         symbols x 100,000 bars a call costs about 27 us booking one bar (its Python side and the
         kernel's unboxing about 12 us of it), 21 us a bar booking two.
         """
@@ -595,10 +595,11 @@ class _Stream:
         if thinking is None:
             return
         if not wait:
-            # Asking the channel is a system call (~1.1 us) and booking calls this between every
-            # two decisions (470,000 times on 100 x 100,000 bars). An agent takes far longer than
-            # POLL_INTERVAL per bar, so looking less often costs it nothing and saves the parent,
-            # which sets the pace on large runs, about 2 % of its time.
+            # Booking calls this between every two decisions (470,000 times on 100 x 100,000
+            # bars). Asking a pipe channel is a system call (~1.1 us); an agent takes far longer
+            # than POLL_INTERVAL per bar, so looking less often costs it nothing and saves the
+            # parent about 2 % of its time. Asking the shared-memory channel is a memory read,
+            # but looking on every call there measured no better (bench/RESULTS.md).
             now = _clock()
             if now < self.next_look:
                 return

@@ -75,15 +75,27 @@ class ChannelClosed(EOFError):
 PIPE_SPIN_SECONDS = 200e-6
 
 
-class Channel:
+class _PipeEnds:
+    """What both channels keep of the pipes: the two ends, a poll on the reading one, and closing."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd, self.write_fd = read_fd, write_fd
+        self._poll = select.poll()
+        self._poll.register(read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class Channel(_PipeEnds):
     """Length-prefixed frames over a pair of pipe fds (see :mod:`farm_dagster.engine.protocol`)."""
 
     def __init__(self, read_fd: int, write_fd: int, spin_seconds: float = PIPE_SPIN_SECONDS) -> None:
-        self.read_fd, self.write_fd = read_fd, write_fd
+        super().__init__(read_fd, write_fd)
         self.spin_seconds = spin_seconds
         self._buf = bytearray()
-        self._poll = select.poll()
-        self._poll.register(read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
 
     def send(self, payload: bytes) -> None:
         data = [HEADER.pack(len(payload)), payload]
@@ -135,11 +147,6 @@ class Channel:
             yield_cpu()
         return True
 
-    def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
 
 def shared_memory_supported() -> bool:
     """True where the mailboxes are safe (see the module's note on memory order) and memfd exists."""
@@ -162,7 +169,7 @@ def create_region(capacity: int = CAPACITY) -> int:
     return fd
 
 
-class SharedChannel:
+class SharedChannel(_PipeEnds):
     """The :class:`Channel` interface over the shared mailboxes.
 
     ``side`` is "parent" or "child"; ``read_fd``/``write_fd`` are the pipes from and to the other
@@ -180,7 +187,7 @@ class SharedChannel:
     ) -> None:
         if side not in _SLEEPING:
             raise ValueError(f"side must be 'parent' or 'child', not {side!r}")
-        self.read_fd, self.write_fd = read_fd, write_fd
+        super().__init__(read_fd, write_fd)
         self.capacity, self.spin_seconds = capacity, spin_seconds
         self._mm = mmap.mmap(region_fd, region_size(capacity))
         os.set_blocking(write_fd, False)  # a full pipe holds enough wake-ups already
@@ -195,8 +202,6 @@ class SharedChannel:
         # Counted from the fresh region's zeros, not read from it: the parent may have written
         # its first message before the child maps the region.
         self._sent = self._seen = 0
-        self._poll = select.poll()
-        self._poll.register(read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         # time.monotonic() past which a send stops waiting for the reader to take a part (the
         # sandbox sets its wall-clock deadline: an agent that never takes its bar cannot hang us)
         self.deadline: float | None = None
@@ -296,8 +301,6 @@ class SharedChannel:
             nap = min(2 * nap, _LONGEST_NAP_MS)
 
     def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        super().close()
         with contextlib.suppress(BufferError, ValueError):
             self._mm.close()
