@@ -168,13 +168,18 @@ def test_writer_batches_and_replaces_a_runs_rows(warehouse) -> None:
     assert len(warehouse.read(FMEL_DECISIONS, where={"run_id": "run-x"})) == 1
 
 
+@pytest.mark.parametrize("render", ["python", "compiled"])
 @pytest.mark.parametrize("seed", range(4))
-def test_positions_texts_spell_every_row_as_positions_json_does(seed: int) -> None:
-    """The run-wide renderer gives, row by row, the text of the per-row one: whole and fractional
+def test_positions_texts_spell_every_row_as_positions_json_does(seed: int, render: str) -> None:
+    """The run-wide renderers give, row by row, the text of the per-row one: whole and fractional
     books, -0.0 (not held), NaN, infinities, values past int64, repeated rows and odd symbols."""
+    from farm_dagster.engine import book
+
+    rows_texts = positions_texts if render == "python" else book.positions_texts
     rng = np.random.default_rng(seed)
     values = np.array(
         [0.0, -0.0, 1.0, 2.0, -3.0, 0.5, np.nan, np.inf, -np.inf, 1e19, -(2.0**63), 2.0**63, 7.0, 1.25e-7]
+        + [2.0**63 - 1024, -(2.0**63) + 1024, 123456789012.0]
     )
     for trial in range(150):
         n_rows, n_cols = int(rng.integers(1, 40)), int(rng.integers(1, 7))
@@ -188,4 +193,24 @@ def test_positions_texts_spell_every_row_as_positions_json_does(seed: int) -> No
         with warnings.catch_warnings():  # positions_json's own cast of NaN/inf warns
             warnings.simplefilter("ignore", RuntimeWarning)
             expected = [positions_json(symbols, row) for row in matrix]
-        assert positions_texts(symbols, matrix) == expected
+        assert rows_texts(symbols, matrix) == expected
+
+
+def test_compiled_positions_texts_spell_whole_books_and_leave_the_rest_to_python() -> None:
+    """The compiled renderer spells a book of whole shares itself (only the rows that changed) and
+    gives up, for the Python renderer, on the first held position that is not whole."""
+    from farm_dagster.engine import book
+
+    keys, key_at = book._text_table(['"A":', '"B":'])
+    out = np.empty(256, dtype=np.uint8)
+    starts, changed = np.empty(6, dtype=np.int64), np.empty(5, dtype=np.int64)
+
+    def render(matrix: np.ndarray) -> int:
+        pieces, piece_len = np.empty((2, 30), dtype=np.uint8), np.zeros(2, dtype=np.int64)
+        return book._positions_rows(matrix, keys, key_at, pieces, piece_len, out, starts, changed)
+
+    k = render(np.array([[0.0, 0.0], [3.0, -0.0], [3.0, 0.0], [3.0, -12.0], [0.0, -12.0]]))
+    assert changed[:k].tolist() == [0, 1, 3, 4]  # row 2 equals row 1 (-0.0 == 0.0)
+    assert out[: starts[k]].tobytes() == b'{}{"A":3}{"A":3,"B":-12}{"B":-12}'
+    for odd in (0.5, np.nan, np.inf, -(2.0**63)):
+        assert render(np.array([[1.0, odd]])) == -1

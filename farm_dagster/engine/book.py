@@ -21,6 +21,7 @@ columns into Python rows and FMEL texts (:class:`CompiledBook`). The parent's bo
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[attr-defined]
@@ -40,6 +41,8 @@ from farm_dagster.engine.protocol import (
     CheckedDecision,
     parse_order_ref,
 )
+from farm_dagster.fmel.rows import position_keys
+from farm_dagster.fmel.rows import positions_texts as python_positions_texts
 
 # ----------------------------------------------------------------------------------------- codes
 BUY, SELL, TARGET, CANCEL = 1, 2, 3, 4
@@ -65,7 +68,8 @@ FILLED, CANCELLED, REJECTED = range(3)
 SIZE_NAMES = ("quantity", "target_shares", "target_percent")
 _RENDER_BATCH = 65_536  # event rows whose numbers orjson spells in one call
 _MAX_TEMPLATE = 512  # bytes of a template's own words, with room (the longest is about 300)
-_TEMPLATED = np.array([EV_SUBMITTED, EV_FILLED, EV_OPENED, EV_CLOSED], dtype=np.int8)
+_IS_TEMPLATED = np.zeros(7, dtype=np.bool_)
+_IS_TEMPLATED[[EV_SUBMITTED, EV_FILLED, EV_OPENED, EV_CLOSED]] = True
 # Per event kind, the numbers (columns of ``f``) its text holds, and those it cannot do without
 # (a submitted order's other numbers are optional: NaN = absent).
 _NUMBERS_USED = np.zeros((7, 5), dtype=np.bool_)
@@ -1041,6 +1045,82 @@ def _silent_rows(out, at, offsets, r, upto):
     return at, r
 
 
+@nb.njit(**_JIT)
+def _odd_events(kinds, codes, numbers, templated, used, needed, low, high, odd):
+    """Which event rows :func:`_render_event` cannot spell (``odd[m]``): kinds with no template,
+    a submitted order's expiry (a time to spell), a number its text needs that is NaN, or one it
+    holds that is infinite or outside orjson's repr-equal range [``low``, ``high``) (0 is in)."""
+    for m in range(kinds.shape[0]):
+        kind = kinds[m]
+        flag = not templated[kind] or (kind == EV_SUBMITTED and (codes[m] & 256) != 0)
+        c = 0
+        while not flag and c < 5:
+            x = numbers[m, c]
+            size = abs(x)
+            flag = (needed[kind, c] and x != x) or (
+                used[kind, c] and (np.isinf(x) or size >= high or (size < low and size != 0.0))
+            )
+            c += 1
+        odd[m] = flag
+
+
+@nb.njit(**_JIT)
+def _positions_rows(matrix, keys, key_at, pieces, piece_len, out, starts, changed):
+    """FMEL ``positions`` texts of the rows of ``matrix`` (bars x symbols) that differ from the row
+    before (row 0 always), as ``fmel.rows.positions_json`` spells a book of whole shares:
+    ``{"SYM":shares,...}`` over the held symbols, in column order. Text k is
+    ``out[starts[k]:starts[k + 1]]``, of row ``changed[k]``. Returns how many rows changed, or -1 as
+    soon as a held position is not a whole number of shares (NaN and infinities included): such a
+    book prints floats, the Python way.
+
+    As ``fmel.rows.positions_texts`` does, each change's ``"SYM":shares,`` piece is spelled once
+    (``pieces[i, :piece_len[i]]``, the current one of symbol i, empty when not held) and a changed
+    row's text joins the current pieces.
+    """
+    n_rows, n_cols = matrix.shape
+    at = 0
+    k = 0
+    for r in range(n_rows):
+        moved = r == 0
+        for i in range(n_cols):
+            v = matrix[r, i]
+            if r > 0 and v == matrix[r - 1, i]:
+                continue
+            moved = True
+            if v == 0.0:  # -0.0 too: not held
+                piece_len[i] = 0
+                continue
+            if not (v == np.trunc(v) and -(2.0**63) < v < 2.0**63):
+                return -1
+            p = _put(pieces[i], 0, keys, key_at[i], key_at[i + 1])
+            shares = np.int64(v)
+            if shares < 0:
+                pieces[i, p] = 45  # -
+                p += 1
+                shares = -shares
+            p = _int(pieces[i], p, shares)
+            pieces[i, p] = 44  # ,
+            piece_len[i] = p + 1
+        if not moved:
+            continue
+        changed[k] = r
+        starts[k] = at
+        k += 1
+        out[at] = 123  # {
+        at += 1
+        first = at
+        for i in range(n_cols):
+            length = piece_len[i]
+            if length:
+                out[at : at + length] = pieces[i, :length]
+                at += length
+        if at == first:  # nothing held
+            at += 1
+        out[at - 1] = 125  # } (in place of the last comma)
+    starts[k] = at
+    return k
+
+
 # ----------------------------------------------------------------------------------- the wrapper
 def _grow(table: Any, need: int) -> Any:
     """``table`` (a NamedTuple of columns) with room for ``need`` rows (capacity doubles)."""
@@ -1420,6 +1500,16 @@ class CompiledBook:
         given: Sequence[str | None],
         run_end_reason: str = "run ended",
     ) -> pa.LargeStringArray:
+        """:meth:`events_renderer`'s column, rendered on the spot."""
+        return self.events_renderer(decision_rows, n_rows, given, run_end_reason)()
+
+    def events_renderer(
+        self,
+        decision_rows: np.ndarray,
+        n_rows: int,
+        given: Sequence[str | None],
+        run_end_reason: str = "run ended",
+    ) -> Callable[[], pa.LargeStringArray]:
         """FMEL's ``events`` column of a frame of ``n_rows`` rows, as an Arrow string column built
         over one buffer: decision k's row (``decision_rows[k]``, rising with k) holds its events as
         a JSON array, or ``given[k]`` when that is a text (a decision the runner's checks
@@ -1434,6 +1524,10 @@ class CompiledBook:
         the Python way. Why one buffer: a Python text per decision, cut from a joined text, cost
         more than rendering the events (0.8 s for 370,000 decisions, and 0.7 s for the joined
         text itself); Arrow takes the buffer as it is.
+
+        Returns the renderer: everything that needs Python is done here, and the renderer only
+        runs the compiled code, which releases the GIL (``DecisionLog.frame`` runs it on a thread
+        while it builds the other columns).
         """
         n = self.n_events
         ev = self.events
@@ -1467,37 +1561,27 @@ class CompiledBook:
         out = np.empty(size + own_bytes.size + given_bytes.size + per_event * n + 2 * n_rows, dtype=np.uint8)
         offsets = np.zeros(n_rows + 1, dtype=np.int64)
         owners = ev.owner[:n]
-        length = _events_column(
+        args = (
             np.argsort(owners, kind="stable"), owners, np.ascontiguousarray(decision_rows, dtype=np.int64),
             given_bytes, given_at, n_rows, ev.kind[:n], ev.oid[:n], ev.code[:n], ev.i1[:n], ev.i2[:n], ev.f[:n],
             times, time_at, np.searchsorted(unique, ev.ts[:n]), symbols, symbol_at,
             np.concatenate(blobs) if blobs else np.empty(0, dtype=np.uint8), f_start, f_end,
             own_bytes, own_at, _LIT, _LIT_AT, out, offsets,
         )  # fmt: skip
-        return pa.LargeStringArray.from_buffers(n_rows, pa.py_buffer(offsets), pa.py_buffer(out[:length]))
+
+        def render() -> pa.LargeStringArray:
+            length = _events_column(*args)
+            return pa.LargeStringArray.from_buffers(n_rows, pa.py_buffer(offsets), pa.py_buffer(out[:length]))
+
+        return render
 
     def _own_texts(self, times: dict[int, str], run_end_reason: str) -> dict[int, str]:
         """{row: text} of the event rows beyond what :func:`_render_event` covers, spelled the
         Python way."""
-        ev = self.events
         n = self.n_events
-        kinds = ev.kind[:n]
-        numbers = ev.f[:n]
-        used = _NUMBERS_USED[kinds]
-        size = np.abs(numbers)
-        odd = (
-            ~np.isin(kinds, _TEMPLATED)
-            | ((kinds == EV_SUBMITTED) & ((ev.code[:n] & 256) != 0))  # an expiry: a time to spell
-            | (np.isnan(numbers) & _NUMBERS_NEEDED[kinds]).any(axis=1)
-            | (
-                used
-                & (
-                    np.isinf(numbers)
-                    | (size >= ORJSON_AS_REPR_HIGH)
-                    | ((size < ORJSON_AS_REPR_LOW) & (size != 0.0))
-                )
-            ).any(axis=1)
-        )
+        odd = np.empty(n, dtype=np.bool_)
+        _odd_events(self.events.kind[:n], self.events.code[:n], self.events.f[:n], _IS_TEMPLATED, _NUMBERS_USED,
+                    _NUMBERS_NEEDED, ORJSON_AS_REPR_LOW, ORJSON_AS_REPR_HIGH, odd)  # fmt: skip
         return {m: self.event_texts(m, m + 1, times, run_end_reason)[0] for m in np.flatnonzero(odd).tolist()}
 
     def _decision_reason(self, k: int, code: int) -> str:
@@ -1572,6 +1656,30 @@ def _text_spans(texts: dict[int, str], n: int) -> tuple[np.ndarray, np.ndarray]:
     return buffer, np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
 
 
+def positions_texts(symbols: Sequence[str], matrix: np.ndarray) -> list[str]:
+    """:func:`fmel.rows.positions_texts`, the same texts, spelled by compiled code (:func:`_positions_rows`)
+    when every held position is a whole number of shares, as in most books; by that function
+    otherwise. Why: the compiled part releases the GIL, so ``DecisionLog.frame`` runs it beside
+    its other columns (on 100 symbols x 100,000 bars it is about a third of the work)."""
+    n_rows = matrix.shape[0]
+    if not n_rows:
+        return []
+    keys, key_at = _text_table(position_keys(tuple(symbols)))
+    book = np.ascontiguousarray(matrix, dtype=np.float64)
+    longest = int(np.diff(key_at).max(initial=0)) + 21  # a key, a sign and 19 digits, a comma
+    pieces = np.empty((book.shape[1], longest), dtype=np.uint8)
+    out = np.empty(int(np.count_nonzero(book)) * longest + 2 * n_rows, dtype=np.uint8)
+    starts = np.empty(n_rows + 1, dtype=np.int64)
+    changed = np.empty(n_rows, dtype=np.int64)
+    k = _positions_rows(book, keys, key_at, pieces, np.zeros(book.shape[1], np.int64), out, starts, changed)
+    if k < 0:
+        return python_positions_texts(symbols, matrix)
+    spans = memoryview(out)  # each text straight from its bytes: no copy of the whole buffer
+    texts = np.empty(k, dtype=object)
+    texts[:] = [str(spans[lo:hi], "ascii") for lo, hi in itertools.pairwise(starts[: k + 1].tolist())]
+    return texts[np.searchsorted(changed[:k], np.arange(n_rows), side="right") - 1].tolist()
+
+
 def _grow_1d(array: np.ndarray, need: int, fill: Any = None) -> np.ndarray:
     """``array`` with room for ``need`` items (capacity doubles); new items are ``fill`` if given."""
     if need <= len(array):
@@ -1602,3 +1710,4 @@ def warm_up() -> None:
     book.advance(n_bars)
     book.cancel_all(n_bars - 1)
     book.events_json()
+    positions_texts(("A", "B"), np.array([[1.0, 0.0], [1.0, -2.0]]))

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,7 +33,7 @@ from farm_dagster.engine.identity import result_id as _result_id
 from farm_dagster.engine.identity import settings_hash as _settings_hash
 from farm_dagster.engine.protocol import CheckedDecision
 from farm_dagster.engine.result import AgentError, BacktestResult
-from farm_dagster.fmel.rows import DecisionLog, EventsColumn, decision_prefix, empty_frame
+from farm_dagster.fmel.rows import DecisionLog, EventsColumn, decision_prefix, empty_frame, positions_texts
 from farm_dagster.market_data.panel import BarPanel
 from farm_dagster.sandbox.limits import SandboxLimits
 from farm_dagster.sandbox.process import SandboxCrashed, SandboxProcess, SandboxTimeout
@@ -321,6 +321,10 @@ class _Run:
         """FMEL events texts of the decisions not rendered during the stream (for ``DecisionLog.frame``)."""
         return self.broker.events_json(only=self.log.unrendered_ids())
 
+    def render_positions(self, symbols: Sequence[str], matrix: np.ndarray) -> list[str]:
+        """FMEL's positions texts of the bars' shares (for ``DecisionLog.frame``)."""
+        return positions_texts(symbols, matrix)
+
     @property
     def borrow_paid(self) -> float:
         return self.broker.borrow_paid
@@ -484,7 +488,13 @@ class _CompiledRun(_Run):
 
     def events_texts(self) -> EventsColumn:
         """FMEL's events column, built by the book from its columns (``CompiledBook.events_column``)."""
-        return functools.partial(self.book.events_column, run_end_reason=self._end_reason)
+        return functools.partial(self.book.events_renderer, run_end_reason=self._end_reason)
+
+    def render_positions(self, symbols: Sequence[str], matrix: np.ndarray) -> list[str]:
+        """The same texts, spelled by the compiled book's module (``book.positions_texts``)."""
+        from farm_dagster.engine.book import positions_texts as compiled_positions_texts
+
+        return compiled_positions_texts(symbols, matrix)
 
     @property
     def borrow_paid(self) -> float:
@@ -874,7 +884,9 @@ def _result(
     fills = _fills_frame(run.fill_columns())
     trades = _trades_frame(run.trade_columns())
     decisions = (
-        run.log.frame(run.events_texts(), positions=run.positions[:n]) if len(run.log) else empty_frame()
+        run.log.frame(run.events_texts(), positions=run.positions[:n], render_positions=run.render_positions)
+        if len(run.log)
+        else empty_frame()
     )
     metrics = _metrics(equity, trades, fills, settings, n_trials) if status == "completed" and n >= 2 else {}
     return BacktestResult(

@@ -7,14 +7,17 @@ dominate its run time.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,10 +29,13 @@ from farm_dagster.engine.protocol import dumps_sorted as _dumps_sorted
 from farm_dagster.engine.protocol import number_text as _number_text
 from farm_dagster.fmel.schema import FMEL_DECISIONS
 
-# Builds a frame's whole ``events`` column at once: (row of each logged decision, rising; number
-# of rows; the texts logged for decisions, None where the builder writes theirs) -> an Arrow string
-# column, "[]" on the rows of no decision (the compiled book's ``events_column``).
-EventsColumn = Callable[[np.ndarray, int, Sequence[str | None]], pa.Array]
+# Builds a frame's whole ``events`` column at once, in two steps: (row of each logged decision,
+# rising; number of rows; the texts logged for decisions, None where the builder writes theirs) ->
+# its renderer, which then makes an Arrow string column, "[]" on the rows of no decision (the
+# compiled book's ``events_renderer``). The first step holds the GIL; the renderer need not.
+_T = TypeVar("_T")
+
+EventsColumn = Callable[[np.ndarray, int, Sequence[str | None]], Callable[[], pa.Array]]
 
 
 @dataclass(slots=True)
@@ -60,7 +66,7 @@ def positions_json(symbols: Sequence[str], shares: np.ndarray) -> str:
     held = np.flatnonzero(shares)
     if not held.size:
         return "{}"
-    keys = _json_keys(tuple(symbols))
+    keys = position_keys(tuple(symbols))
     values = shares[held]
     whole = values.astype(np.int64)
     if np.array_equal(whole, values):  # whole shares (the usual case) print as integers: faster
@@ -70,7 +76,8 @@ def positions_json(symbols: Sequence[str], shares: np.ndarray) -> str:
 
 
 @lru_cache(maxsize=64)
-def _json_keys(symbols: tuple[str, ...]) -> list[str]:
+def position_keys(symbols: tuple[str, ...]) -> list[str]:
+    """Each symbol's ``"SYM":`` as a positions text spells it (JSON, ASCII only)."""
     return [json.dumps(s) + ":" for s in symbols]
 
 
@@ -85,7 +92,7 @@ def positions_texts(symbols: Sequence[str], matrix: np.ndarray) -> list[str]:
     n_rows = matrix.shape[0]
     if not n_rows:
         return []
-    keys = _json_keys(tuple(symbols))
+    keys = position_keys(tuple(symbols))
     n = len(keys)
     # Row 0 is "changed" in every held column; NaN != NaN keeps a NaN position changed, as it should.
     changed_rows, changed_cols = np.nonzero(matrix[1:] != matrix[:-1])
@@ -262,6 +269,7 @@ class DecisionLog:
         events: Mapping[str | None, Any] | Iterable[tuple[str | None, dict[str, Any]]] | EventsColumn = (),
         *,
         positions: np.ndarray | None = None,
+        render_positions: Callable[[Sequence[str], np.ndarray], list[str]] = positions_texts,
     ) -> pd.DataFrame:
         """All rows as a frame with the columns of ``fmel.trading_decisions``.
 
@@ -269,7 +277,9 @@ class DecisionLog:
         array text} (e.g. the broker's ``events_json()``), as (decision_id, event) pairs, or as
         an :data:`EventsColumn` that builds the column itself. The ``events`` column is a pandas
         string column held by Arrow (one buffer, not a Python text per row).
-        ``positions``: shares per (bar, symbol), for the bars logged with ``positions=None``.
+        ``positions``: shares per (bar, symbol), for the bars logged with ``positions=None``, whose
+        texts ``render_positions`` spells (:func:`positions_texts`, or a faster one that spells them
+        the same).
         """
         build_events: EventsColumn | None = None
         if callable(events):
@@ -288,8 +298,42 @@ class DecisionLog:
         n_rows = int(counts.sum())
         row_bar = np.repeat(np.arange(n_bars), counts)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n_bars else np.zeros(0, dtype=np.int64)
-        bars = np.asarray(self._bars, dtype=np.int64)[row_bar]
+        idx = offsets[d_rows] + np.asarray(self._d_seq, dtype=np.int64)  # row of each logged decision
+        # Two columns are rendered on worker threads while this one builds the others: a builder's
+        # events (the compiled book's renderer releases the GIL for all its work) and the bars'
+        # positions texts (their compiled renderer does too, for most of its). Only such work goes
+        # there: a thread that takes the GIL back and forth waits up to the interpreter's switch
+        # interval (5 ms) at each turn, which cost more than it saved.
+        events_job = (
+            _submit(build_events(idx, n_rows, self.events_texts)) if build_events is not None else None
+        )
+        positions_job = _submit(functools.partial(self._bar_positions, positions, render_positions))
+        columns = self._columns(
+            by_decision, n_bars, d_rows, per_bar, n_rows, row_bar, offsets, idx, events_job is None
+        )
+        columns["positions"] = positions_job.result()[row_bar]
+        events_column = events_job.result() if events_job is not None else columns.pop("events")
+        columns["events"] = pd.arrays.ArrowStringArray(pa.chunked_array([events_column]))
+        # Built in the table's column order (selecting the columns afterwards would copy them all),
+        # without copying: every array here is new and owned by the frame alone (a copy of ~30
+        # columns of a long run costs 0.4 s on 370,000 rows).
+        return pd.DataFrame({name: columns[name] for name in FMEL_DECISIONS.column_names}, copy=False)
 
+    def _columns(
+        self,
+        by_decision: Mapping[str | None, Any],
+        n_bars: int,
+        d_rows: np.ndarray,
+        per_bar: np.ndarray,
+        n_rows: int,
+        row_bar: np.ndarray,
+        offsets: np.ndarray,
+        idx: np.ndarray,
+        with_events: bool,
+    ) -> dict[str, Any]:
+        """Every column of :meth:`frame` but ``positions``, and ``events`` only ``with_events`` (as
+        an Arrow array)."""
+        bars = np.asarray(self._bars, dtype=np.int64)[row_bar]
         hold_symbol = self.symbols[0] if len(self.symbols) == 1 else None
         decision_ids = np.empty(n_rows, dtype=object)
         symbol = np.full(n_rows, hold_symbol, dtype=object)
@@ -297,7 +341,7 @@ class DecisionLog:
         order_type = np.full(n_rows, None, dtype=object)
         reasoning = np.full(n_rows, "", dtype=object)
         inputs = np.full(n_rows, "{}", dtype=object)
-        event_col = np.full(n_rows, "[]", dtype=object) if build_events is None else None
+        event_col = np.full(n_rows, "[]", dtype=object) if with_events else None
         float_names = (
             "quantity",
             "price",
@@ -320,7 +364,6 @@ class DecisionLog:
             f"{prefix}{b:07d}-000" for b in np.asarray(self._bars, dtype=np.int64)[silent].tolist()
         ]
         if self._d_id:
-            idx = offsets[d_rows] + np.asarray(self._d_seq, dtype=np.int64)
             checked = self._d_checked
             inputs_text = self.inputs_text
             get_events = by_decision.get
@@ -352,12 +395,6 @@ class DecisionLog:
             for name, values in columns_of.items():
                 _put_floats(floats[name], idx, values)
             expires.view(np.int64)[idx] = [nat if d.expires_at is None else d.expires_at for d in checked]
-        if build_events is not None:
-            decision_rows = idx if self._d_id else np.zeros(0, dtype=np.int64)
-            events_column = build_events(decision_rows, n_rows, self.events_texts)
-        else:
-            events_column = pa.array(event_col, type=pa.large_string())
-        positions_col = self._bar_positions(positions)[row_bar] if n_bars else np.zeros(0, dtype=object)
         data_read = (
             np.asarray(self._data_read, dtype=object)[row_bar] if n_bars else np.zeros(0, dtype=object)
         )
@@ -387,17 +424,16 @@ class DecisionLog:
             "data_read": data_read,
             "cash": np.asarray(self._cash, dtype=np.float64)[row_bar],
             "equity": np.asarray(self._equity, dtype=np.float64)[row_bar],
-            "positions": positions_col,
-            "events": pd.arrays.ArrowStringArray(pa.chunked_array([events_column])),
             "code_hash": self.ids["code_hash"],
             "data_version": self.ids["data_version"],
         }
-        # Built in the table's column order (selecting the columns afterwards would copy them all),
-        # without copying: every array here is new and owned by the frame alone (a copy of ~30
-        # columns of a long run costs 0.4 s on 370,000 rows).
-        return pd.DataFrame({name: columns[name] for name in FMEL_DECISIONS.column_names}, copy=False)
+        if event_col is not None:
+            columns["events"] = pa.array(event_col, type=pa.large_string())
+        return columns
 
-    def _bar_positions(self, matrix: np.ndarray | None) -> np.ndarray:
+    def _bar_positions(
+        self, matrix: np.ndarray | None, render: Callable[[Sequence[str], np.ndarray], list[str]]
+    ) -> np.ndarray:
         """Each logged bar's positions text (an object array); deferred ones rendered from ``matrix``
         in one pass."""
         texts = np.empty(len(self._positions), dtype=object)
@@ -411,9 +447,25 @@ class DecisionLog:
             raise ValueError("bars were logged with positions=None: pass frame(positions=...)")
         bars = np.asarray(self._bars, dtype=np.int64)[deferred]
         rendered = np.empty(int(bars.max()) + 1, dtype=object)
-        rendered[:] = positions_texts(self.symbols, matrix[: len(rendered)])
+        rendered[:] = render(self.symbols, matrix[: len(rendered)])
         texts[deferred] = rendered[bars]
         return texts
+
+
+def _submit(work: Callable[[], _T]) -> Future[_T]:
+    """``work()`` started on a thread of its own; its future."""
+    future: Future[_T] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by ``result()``
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="fmel-frame-column", daemon=True).start()
+    return future
 
 
 def _put_floats(column: np.ndarray, idx: np.ndarray, values: list[float | None]) -> None:
