@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import tests.test_broker_invariants as flows
+from farm_dagster.engine import book as book_module
 from farm_dagster.engine.book import CompiledBook
 from farm_dagster.engine.broker import Broker, book_value
 from farm_dagster.engine.costs import BacktestSettings, CostModel
@@ -187,3 +188,17 @@ def test_event_texts_with_long_symbol_names_match_the_broker() -> None:
     texts = book.events_json()
     assert texts == broker.events_json()
     assert any("trade_closed" in text for text in texts.values())
+
+
+def test_distinct_event_times_are_np_unique_and_where_each_time_is() -> None:
+    """The events column's distinct times: what ``np.unique`` and ``searchsorted`` give, on risen
+    times (the book's usual order) and on times out of order (the fallback)."""
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        times = rng.integers(0, 20, int(rng.integers(0, 30)))
+        if trial % 2:
+            times = np.sort(times)
+        distinct, where = book_module._distinct(times)
+        expected = np.unique(times)
+        assert np.array_equal(distinct, expected)
+        assert np.array_equal(where, np.searchsorted(expected, times))

@@ -1531,7 +1531,7 @@ class CompiledBook:
         """
         n = self.n_events
         ev = self.events
-        unique = np.unique(ev.ts[:n])
+        unique, time_of = _distinct(ev.ts[:n])
         time_texts = iso_many(unique.tolist())
         times, time_at = _text_table(list(time_texts.values()))
         symbols, symbol_at = _text_table([_json_str(s) for s in self.symbols])
@@ -1564,7 +1564,7 @@ class CompiledBook:
         args = (
             np.argsort(owners, kind="stable"), owners, np.ascontiguousarray(decision_rows, dtype=np.int64),
             given_bytes, given_at, n_rows, ev.kind[:n], ev.oid[:n], ev.code[:n], ev.i1[:n], ev.i2[:n], ev.f[:n],
-            times, time_at, np.searchsorted(unique, ev.ts[:n]), symbols, symbol_at,
+            times, time_at, time_of, symbols, symbol_at,
             np.concatenate(blobs) if blobs else np.empty(0, dtype=np.uint8), f_start, f_end,
             own_bytes, own_at, _LIT, _LIT_AT, out, offsets,
         )  # fmt: skip
@@ -1678,6 +1678,19 @@ def positions_texts(symbols: Sequence[str], matrix: np.ndarray) -> list[str]:
     texts = np.empty(k, dtype=object)
     texts[:] = [str(spans[lo:hi], "ascii") for lo, hi in itertools.pairwise(starts[: k + 1].tolist())]
     return texts[np.searchsorted(changed[:k], np.arange(n_rows), side="right") - 1].tolist()
+
+
+def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values``' distinct items, rising, and where each value is among them. Why not
+    ``np.unique``: the book's event times rise as it books (it sorts them otherwise), and one pass
+    over risen values takes a tenth of its time on a million events."""
+    if values.size and not (values[1:] >= values[:-1]).all():
+        distinct = np.unique(values)
+        return distinct, np.searchsorted(distinct, values)
+    starts = np.empty(values.size, dtype=np.bool_)
+    starts[:1] = True
+    np.not_equal(values[1:], values[:-1], out=starts[1:])
+    return values[starts], np.cumsum(starts) - 1
 
 
 def _grow_1d(array: np.ndarray, need: int, fill: Any = None) -> np.ndarray:
