@@ -304,10 +304,11 @@ class DecisionLog:
         # positions texts (their compiled renderer does too, for most of its). Only such work goes
         # there: a thread that takes the GIL back and forth waits up to the interpreter's switch
         # interval (5 ms) at each turn, which cost more than it saved.
+        # The positions first: their renderer runs while this thread prepares the events.
+        positions_job = _submit(functools.partial(self._bar_positions, positions, render_positions))
         events_job = (
             _submit(build_events(idx, n_rows, self.events_texts)) if build_events is not None else None
         )
-        positions_job = _submit(functools.partial(self._bar_positions, positions, render_positions))
         columns = self._columns(
             by_decision, n_bars, d_rows, per_bar, n_rows, row_bar, offsets, idx, events_job is None
         )
