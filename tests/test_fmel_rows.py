@@ -214,3 +214,24 @@ def test_compiled_positions_texts_spell_whole_books_and_leave_the_rest_to_python
     assert out[: starts[k]].tobytes() == b'{}{"A":3}{"A":3,"B":-12}{"B":-12}'
     for odd in (0.5, np.nan, np.inf, -(2.0**63)):
         assert render(np.array([[1.0, odd]])) == -1
+
+
+def test_a_column_built_on_a_worker_thread_raises_in_the_caller() -> None:
+    """The frame renders its events and positions columns on worker threads: what fails there
+    fails the frame call itself, with the worker's own error, and a later frame still builds."""
+    log = _log()
+    log.add_bar(0, 0, cash=1.0, equity=1.0, positions=None, data_read="{}")
+    with pytest.raises(ValueError, match=r"pass frame\(positions=\.\.\.\)"):
+        log.frame()  # positions deferred, and no matrix to render them from
+
+    def broken_builder(rows: np.ndarray, n_rows: int, given: list[str | None]):  # noqa: ANN202
+        def render() -> None:
+            raise RuntimeError("renderer failed")
+
+        return render
+
+    matrix = np.array([[2.0, 0.0]])
+    with pytest.raises(RuntimeError, match="renderer failed"):
+        log.frame(broken_builder, positions=matrix)
+    frame = log.frame(positions=matrix)
+    assert json.loads(frame.iloc[0].positions) == {"AAA": 2}
