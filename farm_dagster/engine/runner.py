@@ -317,8 +317,9 @@ class _Run:
             "decision_id": [t.decision_id for t in trades],
         }
 
-    def events_texts(self) -> dict[Any, str] | EventsColumn:
-        """FMEL events texts of the decisions not rendered during the stream (for ``DecisionLog.frame``)."""
+    def frame_events(self) -> dict[Any, str] | EventsColumn:
+        """What ``DecisionLog.frame`` takes as its events: here the FMEL events texts of the
+        decisions not rendered during the stream."""
         return self.broker.events_json(only=self.log.unrendered_ids())
 
     def render_positions(self, symbols: Sequence[str], matrix: np.ndarray) -> list[str]:
@@ -486,8 +487,9 @@ class _CompiledRun(_Run):
             "decision_id": _objects(self.book.decision_ids)[c["dec"]],
         }
 
-    def events_texts(self) -> EventsColumn:
-        """FMEL's events column, built by the book from its columns (``CompiledBook.events_column``)."""
+    def frame_events(self) -> EventsColumn:
+        """What ``DecisionLog.frame`` takes as its events: here the builder of the whole column,
+        from the book's columns (``CompiledBook.events_renderer``)."""
         return functools.partial(self.book.events_renderer, run_end_reason=self._end_reason)
 
     def render_positions(self, symbols: Sequence[str], matrix: np.ndarray) -> list[str]:
@@ -884,7 +886,7 @@ def _result(
     fills = _fills_frame(run.fill_columns())
     trades = _trades_frame(run.trade_columns())
     decisions = (
-        run.log.frame(run.events_texts(), positions=run.positions[:n], render_positions=run.render_positions)
+        run.log.frame(run.frame_events(), positions=run.positions[:n], render_positions=run.render_positions)
         if len(run.log)
         else empty_frame()
     )
