@@ -29,12 +29,12 @@ from farm_dagster.engine.protocol import dumps_sorted as _dumps_sorted
 from farm_dagster.engine.protocol import number_text as _number_text
 from farm_dagster.fmel.schema import FMEL_DECISIONS
 
+_T = TypeVar("_T")
+
 # Builds a frame's whole ``events`` column at once, in two steps: (row of each logged decision,
 # rising; number of rows; the texts logged for decisions, None where the builder writes theirs) ->
 # its renderer, which then makes an Arrow string column, "[]" on the rows of no decision (the
 # compiled book's ``events_renderer``). The first step holds the GIL; the renderer need not.
-_T = TypeVar("_T")
-
 EventsColumn = Callable[[np.ndarray, int, Sequence[str | None]], Callable[[], pa.Array]]
 
 
