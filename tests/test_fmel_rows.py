@@ -235,3 +235,18 @@ def test_a_column_built_on_a_worker_thread_raises_in_the_caller() -> None:
         log.frame(broken_builder, positions=matrix)
     frame = log.frame(positions=matrix)
     assert json.loads(frame.iloc[0].positions) == {"AAA": 2}
+
+
+def test_inputs_rendered_ahead_keep_their_text_once_the_mapping_is_dropped() -> None:
+    """The runner renders a decision's inputs while it waits for the agent and drops the mapping
+    then (one per decision of a long run): the frame still shows the text rendered from it."""
+    log = _log()
+    decision = check_decision(
+        {"symbol": "AAA", "action": "BUY", "quantity": 1, "inputs": {"sma_slow": 9.5, "sma_fast": 10.25}},
+        {"AAA": 0, "BBB": 1},
+    )
+    k = log.add_decision(0, 0, "r1-0000000-000", decision, "BUY", 1.0, 10.0)
+    log.add_bar(0, 0, cash=1.0, equity=1.0, positions="{}", data_read="{}")
+    log.render_inputs(k, decision)
+    assert decision.inputs is None
+    assert log.frame()["inputs"].tolist() == ['{"sma_fast":10.25,"sma_slow":9.5}']

@@ -274,14 +274,14 @@ class _Run:
         if times is None:
             times = self._times = iso_many(self._timestamps)
         log = self.log
-        inputs_text, inputs_texts, events_texts = log.inputs_text, log.inputs_texts, log.events_texts
+        render_inputs, events_texts = log.render_inputs, log.events_texts
         done = 0
         while queue and done < budget:
             k, decision, events, wait = queue[0]
             if wait and len(events) < 2:  # type: ignore[arg-type]
                 return done > 0  # still on the book: its events are not final yet
             queue.popleft()
-            inputs_texts[k] = inputs_text(decision)
+            render_inputs(k, decision)
             if events:
                 with contextlib.suppress(KeyError):  # an event time that is not a bar time: left to the end
                     events_texts[k] = events_json(events, times)
@@ -456,11 +456,9 @@ class _CompiledRun(_Run):
         queue = self._inputs_due
         if not queue:
             return False
-        log = self.log
-        inputs_text, texts = log.inputs_text, log.inputs_texts
+        render_inputs = self.log.render_inputs
         for _ in range(min(budget, len(queue))):
-            k, d = queue.popleft()
-            texts[k] = inputs_text(d)
+            render_inputs(*queue.popleft())
         return True
 
     def close_book(self, ts_ns: int, reason: str) -> None:

@@ -185,6 +185,17 @@ class DecisionLog:
         """The FMEL ``inputs`` text of one decision (what :meth:`frame` writes for it)."""
         return _inputs_json(decision.inputs, self._templates) if decision.inputs else "{}"
 
+    def render_inputs(self, k: int, decision: CheckedDecision) -> None:
+        """Render decision ``k``'s inputs text ahead of :meth:`frame`, then drop its inputs mapping.
+
+        Why drop it: the text is all the frame needs, and a long run holds one mapping per
+        decision (370,000 on 100 x 100,000 bars, about 0.1 GB). The runner renders while it waits
+        for the agent, so freeing them there costs nothing; at the end of the run, with the run's
+        other objects, it lengthened the result frames.
+        """
+        self.inputs_texts[k] = self.inputs_text(decision)
+        decision.inputs = None
+
     def unrendered_ids(self) -> list[str]:
         """Ids of the logged decisions whose events text is left to :meth:`frame`."""
         ids = self._d_id
