@@ -7,17 +7,15 @@ dominate its run time.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import math
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii as _json_str  # type: ignore[attr-defined]
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,8 +26,6 @@ from farm_dagster.engine.protocol import dumps as _dumps
 from farm_dagster.engine.protocol import dumps_sorted as _dumps_sorted
 from farm_dagster.engine.protocol import number_text as _number_text
 from farm_dagster.fmel.schema import FMEL_DECISIONS
-
-_T = TypeVar("_T")
 
 # Builds a frame's whole ``events`` column at once, in two steps: (row of each logged decision,
 # rising; number of rows; the texts logged for decisions, None where the builder writes theirs) ->
@@ -316,15 +312,18 @@ class DecisionLog:
         # there: a thread that takes the GIL back and forth waits up to the interpreter's switch
         # interval (5 ms) at each turn, which cost more than it saved.
         # The positions first: their renderer runs while this thread prepares the events.
-        positions_job = _submit(functools.partial(self._bar_positions, positions, render_positions))
-        events_job = (
-            _submit(build_events(idx, n_rows, self.events_texts)) if build_events is not None else None
-        )
-        columns = self._columns(
-            by_decision, n_bars, d_rows, per_bar, n_rows, row_bar, offsets, idx, events_job is None
-        )
-        columns["positions"] = positions_job.result()[row_bar]
-        events_column = events_job.result() if events_job is not None else columns.pop("events")
+        with ThreadPoolExecutor(2, thread_name_prefix="fmel-frame") as pool:
+            positions_job = pool.submit(self._bar_positions, positions, render_positions)
+            events_job = (
+                pool.submit(build_events(idx, n_rows, self.events_texts))
+                if build_events is not None
+                else None
+            )
+            columns = self._columns(
+                by_decision, n_bars, d_rows, per_bar, n_rows, row_bar, offsets, idx, events_job is None
+            )
+            columns["positions"] = positions_job.result()[row_bar]
+            events_column = events_job.result() if events_job is not None else columns.pop("events")
         columns["events"] = pd.arrays.ArrowStringArray(pa.chunked_array([events_column]))
         # Built in the table's column order (selecting the columns afterwards would copy them all),
         # without copying: every array here is new and owned by the frame alone (a copy of ~30
@@ -462,22 +461,6 @@ class DecisionLog:
         rendered[:] = render(self.symbols, matrix[: len(rendered)])
         texts[deferred] = rendered[bars]
         return texts
-
-
-def _submit(work: Callable[[], _T]) -> Future[_T]:
-    """``work()`` started on a thread of its own; its future."""
-    future: Future[_T] = Future()
-
-    def run() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(work())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by ``result()``
-            future.set_exception(exc)
-
-    threading.Thread(target=run, name="fmel-frame-column", daemon=True).start()
-    return future
 
 
 def _put_floats(column: np.ndarray, idx: np.ndarray, values: list[float | None]) -> None:
