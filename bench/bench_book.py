@@ -31,7 +31,7 @@ for path in (ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_engine import BENCH_AGENT, SEED, _middle, machine, section_main  # noqa: E402
+from bench_engine import BENCH_AGENT, SEED, _median, machine, section_main  # noqa: E402
 from bench_split import _Recorder, _run  # noqa: E402
 
 from farm_dagster.engine import protocol  # noqa: E402
@@ -142,7 +142,7 @@ def measure(n_symbols: int, n_bars: int, repeats: int) -> dict[str, Any]:
 
 def render(m: dict[str, Any]) -> str:
     info = machine()
-    med = {name: sorted(runs)[_middle(len(runs))] for name, runs in m["times"].items()}
+    med = {name: _median(runs) for name, runs in m["times"].items()}
     spread = {name: f"{min(runs):.2f}-{max(runs):.2f}" for name, runs in m["times"].items()}
     return "\n".join(
         [

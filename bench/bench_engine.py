@@ -15,25 +15,31 @@ backtrader's ``order_target_percent`` never creates), backtrader uses
 uses N independent sleeves of 1/N of the initial cash, all-in (``from_signals`` does not take
 target-percent sizes). Final equities are printed so the peers can be compared.
 
-Measurement: every peer runs in its own fresh subprocess (same interpreter, same data built from
-the same generator) and reports its peak RSS (VmHWM of /proc/self/status at the end). The
-engine's sandboxed agent is a grandchild: the engine reads its VmHWM itself at the end of the
-stream (``result.info["sandbox_peak_rss_mb"]``), and the table adds it to the parent's. (An
-earlier version polled it from a thread of the worker every 20 ms: that thread took the GIL
-from the pure-Python peers, engine and backtrader, slowing them by up to a third, while
-vectorbt's numba loops never let it run.) Timings cover the backtest only (data already in memory):
-engine = ``run_backtest`` (validation, sandbox start, streaming, accounting, result frames
-including FMEL rows and metrics); backtrader = building Cerebro + feeds + ``run``; vectorbt =
-rolling means + ``Portfolio.from_signals`` + the total equity curve. vectorbt "cold" is the first
-call in a process with an empty numba cache (JIT compilation included), "cold, cached JIT" the
-first call with the project's numba cache already filled, "warm" the calls after the first in the
-process. This machine's speed varies by up to a third from one minute to the next, so the engine
-runs ``--repeats`` times (3 by default), each in a fresh process, and so does vectorbt warm (in
-its process): the table shows the median run (the lower middle one of an even count) and the
-range. A second engine row, "engine warm process", is measured as vectorbt warm is: the runs
-after a first one in the same process (each still starts its own sandbox and hashes its data);
-the ratio against vectorbt warm is printed for both, and the target is judged on the first row
-(a fresh process per run). Backtrader is too slow for 100 x 100,000 bars (~20 min): it runs on a documented subset
+Measurement: every peer runs in subprocesses of its own (same interpreter, same data built from
+the same generator) and reports its peak RSS (VmHWM of /proc/self/status). The engine's
+sandboxed agent is a grandchild: the engine reads its VmHWM itself at the end of the stream
+(``result.info["sandbox_peak_rss_mb"]``), and the table adds it to the parent's. (An earlier
+version polled it from a thread of the worker every 20 ms: that thread took the GIL from the
+pure-Python peers, engine and backtrader, slowing them by up to a third, while vectorbt's numba
+loops never let it run.) Timings cover the backtest only (data already in memory): engine =
+``run_backtest`` (validation, sandbox start, streaming, accounting, result frames including FMEL
+rows and metrics); backtrader = building Cerebro + feeds + ``run``; vectorbt = rolling means +
+``Portfolio.from_signals`` + the total equity curve. vectorbt "cold" is the first call in a
+process with an empty numba cache (JIT compilation included), "cold, cached JIT" the first call
+with the project's numba cache already filled, "warm" a call after the first in the process.
+
+Rounds, and pair ratios: this machine's speed drifts by up to a third from one minute to the
+next, so the runs are made in ``--repeats`` rounds (5 by default). Each round starts three fresh
+processes, one after the other: the engine, one run ("engine (sandbox)", a fresh process per
+run); vectorbt, two calls (the first loads the cached JIT: "vectorbt cold (cached JIT)"; the
+second is "vectorbt warm"); the engine, two runs (the second is "engine warm process", measured
+as vectorbt warm is; it still starts its own sandbox and hashes its data). No process is kept
+alive beside another one's run: idle processes holding memory slowed a fresh engine run by 10-30 %
+(see :func:`measure`). The table shows each peer's median run (the lower middle one of an even
+count) and the range. The ratio against vectorbt warm is the median of the rounds' ratios, each
+taken between runs made seconds apart; the ratio of the two median runs is printed beside it.
+The target is judged on the engine with a fresh process per run. Backtrader runs once, in a
+fresh process; it is too slow for 100 x 100,000 bars (~20 min): it runs on a documented subset
 and its throughput (symbol-bars per second) is extrapolated; the table says so.
 """
 
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import math
 import os
@@ -50,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +87,7 @@ class Case:
     bt_symbols: int  # backtrader subset (== n_symbols/n_bars when it runs the full case)
     bt_bars: int
     data_path: str = ""  # real data: an .npz of the panel written once by the parent
-    repeats: int = 3  # timed runs of the engine and of vectorbt warm; the table shows the median
+    repeats: int = 5  # rounds (engine fresh, vectorbt warm, engine warm process); medians shown
 
 
 def cases(quick: bool) -> list[Case]:
@@ -142,14 +150,9 @@ def _rss_mb() -> float:
 # --------------------------------------------------------------------------- peers (in the workers)
 
 
-def run_engine(case: Case) -> dict[str, Any]:
-    panel = load_panel(case)
-    rss_loaded = _rss_mb()
-    return {**_engine_once(panel), "rss_loaded_mb": rss_loaded}
-
-
-def run_engine_warm(case: Case) -> dict[str, Any]:
-    """The engine as vectorbt warm is measured: the runs after a first one in the same process.
+def engine_calls(case: Case) -> Iterator[dict[str, Any]]:
+    """The engine, one run a call, all in this process: the first run is "engine (sandbox)", a
+    fresh process per run; the next ones are "engine warm process", measured as vectorbt warm is.
 
     Every run still starts its own sandbox and hashes the data; what the first run leaves behind
     is the imports (numba's among them) and memory the process has already touched, whose page
@@ -157,15 +160,13 @@ def run_engine_warm(case: Case) -> dict[str, Any]:
     """
     panel = load_panel(case)
     rss_loaded = _rss_mb()
-    first = _engine_once(panel)
-    median = _median_run([_engine_once(panel) for _ in range(case.repeats)])
-    median["detail"]["first_s"] = first["wall_s"]
-    return {**median, "rss_loaded_mb": rss_loaded}
+    while True:
+        yield {**_engine_once(panel), "rss_loaded_mb": rss_loaded}
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median run of an engine's ``runs`` (see :func:`_middle`), with every run's wall time
-    and the highest peak RSS of any of them (a peak figure that is not a median)."""
+    """The median run of a peer's ``runs`` (see :func:`_middle`), with every run's wall time and
+    the highest peak RSS of any of them (a peak figure that is not a median)."""
     runs = sorted(runs, key=lambda r: r["wall_s"])
     median = dict(runs[_middle(len(runs))])
     median["detail"] = {**median["detail"], "runs_s": [r["wall_s"] for r in runs]}
@@ -210,7 +211,8 @@ def _engine_once(panel: Any) -> dict[str, Any]:
     }
 
 
-def run_backtrader(case: Case) -> dict[str, Any]:
+def backtrader_calls(case: Case) -> Iterator[dict[str, Any]]:
+    """backtrader, once (it is timed in a fresh process only)."""
     import backtrader as bt
     import pandas as pd
 
@@ -250,7 +252,7 @@ def run_backtrader(case: Case) -> dict[str, Any]:
     cerebro.broker.set_checksubmit(False)
     cerebro.run()  # preload + runonce: backtrader's defaults and fastest mode
     wall = time.perf_counter() - started
-    return {
+    yield {
         "symbol_bars": panel.n_bars * panel.n_symbols,
         "wall_s": wall,
         "detail": {"subset": f"{panel.n_symbols} symbol(s) x {panel.n_bars} bars"},
@@ -277,7 +279,9 @@ def _vectorbt_once(close, open_) -> tuple[float, Any]:  # noqa: ANN001
     return time.perf_counter() - started, (pf, equity)
 
 
-def run_vectorbt(case: Case) -> dict[str, Any]:
+def vectorbt_calls(case: Case) -> Iterator[dict[str, Any]]:
+    """vectorbt, one backtest a call, all in this process: the first call compiles (or loads its
+    cached JIT), the next ones are "vectorbt warm"."""
     panel = load_panel(case)
     close, open_ = panel.frame("close"), panel.frame("open")
     import_started = time.perf_counter()
@@ -285,50 +289,42 @@ def run_vectorbt(case: Case) -> dict[str, Any]:
 
     import_s = time.perf_counter() - import_started
     rss_loaded = _rss_mb()
-    cold, _ = _vectorbt_once(close, open_)
-    warm_runs = []
-    for _ in range(case.repeats):
+    while True:
         seconds, (pf, equity) = _vectorbt_once(close, open_)
-        warm_runs.append(seconds)
-    warm = sorted(warm_runs)[_middle(len(warm_runs))]
-    return {
-        "symbol_bars": panel.n_bars * panel.n_symbols,
-        "wall_s": warm,
-        "detail": {
-            "cold_s": cold,
-            "warm_s": warm,
-            "runs_s": warm_runs,
-            "import_s": import_s,
-            "numba_cache": os.environ.get("NUMBA_CACHE_DIR", ""),
-        },
-        "rss_loaded_mb": rss_loaded,
-        "final_equity": float(equity.iloc[-1]),
-        "n_orders": int(pf.orders.count().sum()),
-    }
+        yield {
+            "symbol_bars": panel.n_bars * panel.n_symbols,
+            "wall_s": seconds,
+            "detail": {"import_s": import_s, "numba_cache": os.environ.get("NUMBA_CACHE_DIR", "")},
+            "rss_loaded_mb": rss_loaded,
+            "final_equity": float(equity.iloc[-1]),
+            "n_orders": int(pf.orders.count().sum()),
+        }
+        del pf, equity
 
 
-PEERS = {
-    "engine": run_engine,
-    "engine_warm": run_engine_warm,
-    "backtrader": run_backtrader,
-    "vectorbt": run_vectorbt,
-}
+PEERS = {"engine": engine_calls, "backtrader": backtrader_calls, "vectorbt": vectorbt_calls}
 
 
-def worker(peer: str, case: Case, out: Path) -> None:
+def worker(peer: str, case: Case, calls: int, out: Path) -> None:
+    """The first ``calls`` calls of ``peer`` in this process, each with this process's peak RSS
+    so far (``peak_rss_mb``)."""
     from farm_dagster.sandbox.process import peak_rss_mb
 
-    result = PEERS[peer](case)
-    result["self_peak_mb"] = peak_rss_mb() or 0.0
-    result.setdefault("children_peak_mb", 0.0)
-    out.write_text(json.dumps(result))
+    results = []
+    for result in itertools.islice(PEERS[peer](case), calls):
+        result["self_peak_mb"] = peak_rss_mb() or 0.0
+        result.setdefault("children_peak_mb", 0.0)
+        results.append(result)
+    out.write_text(json.dumps(results))
 
 
 # --------------------------------------------------------------------------- parent
 
 
-def spawn(peer: str, case: Case, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run one peer in a fresh process (its peak RSS is measured inside it, see ``peak_rss_mb``)."""
+def spawn(
+    peer: str, case: Case, calls: int = 1, env_extra: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """``calls`` runs of one peer in one fresh process, in order (see :func:`worker`)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         env = {**os.environ, **(env_extra or {})}
@@ -337,19 +333,17 @@ def spawn(peer: str, case: Case, env_extra: dict[str, str] | None = None) -> dic
             str(Path(__file__).resolve()),
             "--worker",
             peer,
+            "--calls",
+            str(calls),
             "--case",
             json.dumps(asdict(case)),
             "--out",
             str(out),
         ]
-        started = time.perf_counter()
         proc = subprocess.run(cmd, env=env, cwd=ROOT, check=False)
-        elapsed = time.perf_counter() - started
         if proc.returncode != 0 or not out.exists():
             raise RuntimeError(f"{peer} worker failed on {case.name} (exit {proc.returncode})")
-        result = json.loads(out.read_text())
-    result["process_s"] = elapsed
-    return result
+        return json.loads(out.read_text())
 
 
 def python_loop_s(n: int = 5_000_000) -> float:
@@ -394,39 +388,61 @@ def machine() -> dict[str, str]:
     }
 
 
-def measure(case: Case) -> list[dict[str, Any]]:
-    rows = []
-    # The engine runs in a fresh process each time (cold imports and all); the median run is shown.
-    engine = _median_run([spawn("engine", case) for _ in range(case.repeats)])
-    engine["peer"] = "engine (sandbox)"
-    engine["peak_mb"] = engine["self_peak_mb"] + engine["children_peak_mb"]
-    rows.append(engine)
-    warm_engine = spawn("engine_warm", case)
-    warm_engine["peer"] = "engine warm process (sandbox)"
-    warm_engine["peak_mb"] = warm_engine["self_peak_mb"] + warm_engine["children_peak_mb"]
-    rows.append(warm_engine)
-    bt_res = spawn("backtrader", case)
-    bt_res["peer"] = "backtrader" + (" (subset, extrapolated)" if _bt_is_subset(case) else "")
-    bt_res["peak_mb"] = bt_res["self_peak_mb"]
-    rows.append(bt_res)
+def measure(case: Case) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """The table's rows, and per round: the ratios of the engine (fresh process) and of the engine
+    (warm process) to the vectorbt warm call made between them, and the machine's Python speed
+    (:func:`python_loop_s`), which moves the engine's figures more than vectorbt's.
+
+    Why rounds: this machine's speed drifts by up to a third within minutes; a ratio of medians
+    taken minutes apart moves with that drift, a ratio of two runs made seconds apart much less.
+    Why a fresh process for every peer in every round, rather than keeping the warm processes
+    alive between rounds: a fresh-process engine run made beside two idle processes holding
+    about 4 GB took 11.6-12.4 s against 9.3-11.6 s alone (four pairs; its system time 2.7-2.9 s
+    against 0.6-1.7 s: most likely the kernel finding huge pages harder to come by).
+    """
     with tempfile.TemporaryDirectory() as empty_cache:
-        vbt_cold = spawn("vectorbt", case, {"NUMBA_CACHE_DIR": empty_cache})
-    vbt_cached = spawn("vectorbt", case)  # project cache (filled by earlier runs)
-    warm = dict(vbt_cached)
-    warm["peer"] = "vectorbt warm"
-    warm["peak_mb"] = warm["self_peak_mb"]
-    rows.append(warm)
-    for label, res, key in (
-        ("vectorbt cold (JIT compile)", vbt_cold, "cold_s"),
-        ("vectorbt cold (cached JIT)", vbt_cached, "cold_s"),
-    ):
-        row = dict(res)
-        row["peer"], row["wall_s"], row["peak_mb"] = label, res["detail"][key], res["self_peak_mb"]
-        rows.append(row)
+        (vbt_cold,) = spawn("vectorbt", case, 1, {"NUMBA_CACHE_DIR": empty_cache})
+    fresh, warm, firsts, vbt_warm, vbt_cached, loops = [], [], [], [], [], []
+    for k in range(case.repeats):
+        loops.append(python_loop_s())  # the machine's Python speed in this round
+        fresh += spawn("engine", case)
+        cached, warm_call = spawn("vectorbt", case, 2)  # the first call loads the project's JIT cache
+        vbt_cached.append(cached)
+        vbt_warm.append(warm_call)
+        first, warm_run = spawn("engine", case, 2)
+        firsts.append(first)
+        warm.append(warm_run)
+        print(
+            f"round {k + 1}/{case.repeats}: Python loop {loops[-1]:.2f}s, engine {fresh[-1]['wall_s']:.2f}s, "
+            f"vectorbt warm {vbt_warm[-1]['wall_s']:.2f}s, engine warm process {warm[-1]['wall_s']:.2f}s",
+            flush=True,
+        )
+    rounds = {
+        "engine": [e["wall_s"] / v["wall_s"] for e, v in zip(fresh, vbt_warm, strict=True)],
+        "engine warm process": [w["wall_s"] / v["wall_s"] for w, v in zip(warm, vbt_warm, strict=True)],
+        "python loop": loops,
+    }
+    rows = []
+    engine = _median_run(fresh)
+    engine["peer"] = "engine (sandbox)"
+    rows.append(engine)
+    warm_engine = _median_run(warm)
+    warm_engine["detail"]["first_s"] = [f["wall_s"] for f in firsts]
+    warm_engine["peer"] = "engine warm process (sandbox)"
+    rows.append(warm_engine)
+    (bt_res,) = spawn("backtrader", case)
+    bt_res["peer"] = "backtrader" + (" (subset, extrapolated)" if _bt_is_subset(case) else "")
+    rows.append(bt_res)
+    vbt_row = _median_run(vbt_warm)
+    vbt_row["peer"] = "vectorbt warm"
+    rows.append(vbt_row)
+    rows.append({**vbt_cold, "peer": "vectorbt cold (JIT compile)"})
+    rows.append({**_median_run(vbt_cached), "peer": "vectorbt cold (cached JIT)"})
     for row in rows:
         row["case"] = case.name
+        row["peak_mb"] = row["self_peak_mb"] + row.get("children_peak_mb", 0.0)
         row["throughput"] = row["symbol_bars"] / row["wall_s"]
-    return rows
+    return rows, rounds
 
 
 def _middle(n_runs: int) -> int:
@@ -444,22 +460,35 @@ def _bt_is_subset(case: Case) -> bool:
     return case.source == "synthetic" and (case.bt_symbols, case.bt_bars) != (case.n_symbols, case.n_bars)
 
 
-def ratios(rows: list[dict[str, Any]], case: Case) -> dict[str, float]:
+def ratios(rows: list[dict[str, Any]], rounds: dict[str, list[float]]) -> dict[str, Any]:
+    """The figures the targets are read on. Against vectorbt warm: the median of the rounds' pair
+    ratios (the target's verdict), and the ratio of the two median runs beside it."""
     by = {
         r["peer"].split(" (")[0] if r["peer"].startswith(("engine", "backtrader")) else r["peer"]: r
         for r in rows
     }
     engine, bt_row, warm = by["engine"], by["backtrader"], by["vectorbt warm"]
-    full_bars = engine["symbol_bars"]
-    vectorbt_s = warm["wall_s"] * full_bars / warm["symbol_bars"]
     return {
         "engine_vs_backtrader_throughput": engine["throughput"] / bt_row["throughput"],
-        "engine_vs_vectorbt_warm_time": engine["wall_s"] / vectorbt_s,
-        "engine_warm_vs_vectorbt_warm_time": by["engine warm process"]["wall_s"] / vectorbt_s,
+        "engine_vs_vectorbt_warm_time": _median(rounds["engine"]),
+        "engine_vs_vectorbt_warm_pairs": sorted(rounds["engine"]),
+        "engine_vs_vectorbt_warm_medians": engine["wall_s"] / warm["wall_s"],
+        "engine_warm_vs_vectorbt_warm_time": _median(rounds["engine warm process"]),
+        "engine_warm_vs_vectorbt_warm_pairs": sorted(rounds["engine warm process"]),
+        "python_loop_s": rounds["python loop"],
     }
 
 
-def render(case: Case, rows: list[dict[str, Any]], rat: dict[str, float]) -> str:
+def _median(values: list[float]) -> float:
+    """The median of ``values`` as :func:`_middle` picks it (a real run, not an average of two)."""
+    return sorted(values)[_middle(len(values))]
+
+
+def _spread(values: list[float]) -> str:
+    return f"{len(values)} pair(s), {min(values):.2f}-{max(values):.2f}x"
+
+
+def render(case: Case, rows: list[dict[str, Any]], rat: dict[str, Any]) -> str:
     lines = [
         f"### {case.label}",
         "",
@@ -476,14 +505,17 @@ def render(case: Case, rows: list[dict[str, Any]], rat: dict[str, float]) -> str
                 f" + sandbox {r['children_peak_mb']:.0f}; {_runs_note(d['runs_s'])}"
             )
             if "first_s" in d:
-                notes.append(f"runs after a first one ({d['first_s']:.2f}s) in the same process")
+                notes.append(
+                    f"each the second run of a fresh process, after a first one "
+                    f"({min(d['first_s']):.2f}-{max(d['first_s']):.2f}s)"
+                )
             else:
                 notes.append("each run in a fresh process")
         if r["peer"].startswith("backtrader"):
             notes.append(d["subset"])
         if r["peer"] == "vectorbt warm":
             notes.append(
-                f"calls after the first in its process; {_runs_note(d['runs_s'])}; "
+                f"each the second call of a fresh process; {_runs_note(d['runs_s'])}; "
                 f"import {d['import_s']:.1f}s not counted"
             )
         notes.append(f"data in memory {r['rss_loaded_mb']:.0f} MB")
@@ -496,11 +528,15 @@ def render(case: Case, rows: list[dict[str, Any]], rat: dict[str, float]) -> str
         f"- engine throughput / backtrader throughput: **{rat['engine_vs_backtrader_throughput']:.1f}x** "
         f"(target >= {TARGET_VS_BACKTRADER:g}x: "
         f"{'met' if rat['engine_vs_backtrader_throughput'] >= TARGET_VS_BACKTRADER else 'NOT met'})",
-        f"- engine wall time / vectorbt warm time: **{rat['engine_vs_vectorbt_warm_time']:.1f}x** "
+        f"- engine wall time / vectorbt warm time, median of the rounds' pair ratios: "
+        f"**{rat['engine_vs_vectorbt_warm_time']:.2f}x** ({_spread(rat['engine_vs_vectorbt_warm_pairs'])}; "
+        f"ratio of the median runs {rat['engine_vs_vectorbt_warm_medians']:.2f}x) "
         f"(target <= {TARGET_VS_VECTORBT:g}x on the large case: "
         f"{'met' if rat['engine_vs_vectorbt_warm_time'] <= TARGET_VS_VECTORBT else 'NOT met'})",
         f"- like for like, both after a first run in their process: engine warm process / vectorbt warm: "
-        f"**{rat['engine_warm_vs_vectorbt_warm_time']:.2f}x**",
+        f"**{rat['engine_warm_vs_vectorbt_warm_time']:.2f}x** ({_spread(rat['engine_warm_vs_vectorbt_warm_pairs'])})",
+        f"- the machine's Python speed, round by round (5,000,000 additions, best of 3): "
+        f"{', '.join(f'{s:.2f}' for s in rat['python_loop_s'])} s",
         "",
     ]
     return "\n".join(lines)
@@ -547,15 +583,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats",
         type=int,
-        default=3,
-        help="timed runs of the engine (each in a fresh process) and of vectorbt warm; the median counts",
+        default=5,
+        help="rounds of timed runs: the engine in a fresh process, vectorbt warm, the engine in a warm "
+        "process; the medians and the median pair ratio count",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker, Case(**json.loads(args.case)), Path(args.out))
+        worker(args.worker, Case(**json.loads(args.case)), args.calls, Path(args.out))
         return 0
 
     info = machine()
@@ -581,8 +619,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {case.label}", flush=True)
             if case.source == "spx":
                 case = save_real_panel(case, Path(data_dir))  # noqa: PLW2901
-            rows = measure(case)
-            rat = ratios(rows, case)
+            rows, rounds = measure(case)
+            rat = ratios(rows, rounds)
             block = render(case, rows, rat)
             print(block, flush=True)
             body.append(block)

@@ -33,7 +33,7 @@ for path in (ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_engine import BENCH_AGENT, SEED, _middle, machine, section_main  # noqa: E402
+from bench_engine import BENCH_AGENT, SEED, _median, _middle, machine, section_main  # noqa: E402
 
 from farm_dagster.engine import host, protocol, runner  # noqa: E402
 from farm_dagster.engine.costs import BacktestSettings  # noqa: E402
@@ -195,7 +195,7 @@ def render(m: dict[str, Any]) -> str:
     real, parent = m["real"], m["parent"]
     median_parent, per_bar = _median_replay(parent), _median_replay(m["parent_per_bar"])
     spread = f"{min(p['total'] for p in parent):.2f}-{max(p['total'] for p in parent):.2f}s"
-    agent = sorted(m["agent"])[_middle(len(m["agent"]))]
+    agent = _median(m["agent"])
     # The stream's pace: the busier side's work during the stream. The parent's result frames come
     # after it, on one core (a replay renders there the inputs texts a real run renders while it
     # waits for the agent, so its frames are the longer).
