@@ -34,7 +34,7 @@ processes, one after the other: the engine, one run ("engine (sandbox)", a fresh
 run); vectorbt, two calls (the first loads the cached JIT: "vectorbt cold (cached JIT)"; the
 second is "vectorbt warm"); the engine, two runs (the second is "engine warm process", measured
 as vectorbt warm is; it still starts its own sandbox and hashes its data). No process is kept
-alive beside another one's run: idle processes holding memory slowed a fresh engine run by 10-30 %
+alive beside another one's run: idle processes holding memory slowed a fresh engine run by 5-33 %
 (see :func:`measure`). The table shows each peer's median run (the lower middle one of an even
 count) and the range. The ratio against vectorbt warm is the median of the rounds' ratios, each
 taken between runs made seconds apart; the ratio of the two median runs is printed beside it.
